@@ -1,0 +1,45 @@
+"""Per-seed diagnostics computed between passes (all return tensors with the seed on dim 0).
+
+- ``gradient_reach``: mean row-norm of the gradient of block 0's incoming weights divided by the
+  last block's (the vanishing-gradient ratio of DAG-DENSE; < 1 means early blocks learn slower),
+  on a fixed probe of each seed's training rows.
+- ``dead_by_block``: fraction of hidden nodes whose ReLU output was 0 (max activation <= 0) on
+  every training case of the pass, per block.
+- ``duplicate_pairs``: pairs of nodes in the same block whose incoming weights (masked, bias
+  included) have cosine similarity above ``threshold`` (OPT-JITTER's wasted capacity).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dagstudy.model.dagnet import DagNet
+from dagstudy.optim.base import Problem
+
+
+def gradient_reach(model: DagNet, problem: Problem, probe_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(ratio [S], block_grad_norm [S, depth])``; does not touch ``param.grad``."""
+    idx = problem.data.train_idx[:, :probe_size]
+    losses = problem.loss_fn(model(problem.data.inputs(idx)), problem.data.targets(idx))
+    weights = list(model.weights)
+    grads = torch.autograd.grad(losses.sum(), weights)
+    norms = torch.stack([g.norm(dim=-1).mean(dim=-1) for g in grads], dim=1)
+    ratio = norms[:, 0] / norms[:, -1].clamp(min=1e-30)
+    return ratio, norms
+
+
+def dead_by_block(activity_max: torch.Tensor, depth: int) -> torch.Tensor:
+    """``activity_max [S, depth*width]`` -> dead fraction ``[S, depth]``."""
+    return (activity_max <= 0).float().view(activity_max.shape[0], depth, -1).mean(-1)
+
+
+@torch.no_grad()
+def duplicate_pairs(model: DagNet, threshold: float = 0.99) -> torch.Tensor:
+    """Number of same-block node pairs with incoming-weight cosine similarity > threshold: ``[S]``."""
+    count = torch.zeros(model.n_seeds, device=model.out_bias.device)
+    for k in range(model.topo.depth):
+        rows = torch.cat([model.effective_weight(k), model.biases[k].unsqueeze(-1)], dim=-1)
+        unit = rows / rows.norm(dim=-1, keepdim=True).clamp(min=1e-30)
+        cos = unit @ unit.transpose(1, 2)
+        count += (cos > threshold).triu(diagonal=1).sum(dim=(1, 2))
+    return count

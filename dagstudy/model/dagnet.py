@@ -1,0 +1,180 @@
+"""The DAG network with a leading population (seed) dimension.
+
+Shapes: ``S`` seeds, ``B`` examples per seed, ``d_in`` inputs, ``D`` blocks of ``w`` nodes,
+``C`` classes. Every parameter has shape ``[S, neurons, ...]``: dim 0 is the seed, dim 1 the
+neuron (a hidden node or an output), so optimizers, revival policies and diagnostics act per seed
+and per neuron by indexing those two dims.
+
+- ``weights[k]``: ``[S, w, hi_k - lo_k]`` incoming weights of block k (masked by the topology)
+- ``biases[k]``:  ``[S, w]``
+- ``out_weight``: ``[S, C, n_columns - readout_lo]``, ``out_bias``: ``[S, C]``
+
+The hidden stack runs in one custom autograd Function that owns a preallocated prefix buffer
+``[S, B, n_columns]`` (inputs then every block's ReLU output) and writes its own backward:
+no O(depth^2) concatenations, and no in-place writes that autograd's version counter would
+reject (see PERF-NOTES.md). Seeds never mix: every matmul is a batched ``bmm`` over dim 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from dagstudy.model.topology import Topology
+
+
+class PrefixStack(torch.autograd.Function):
+    """Hidden blocks of a DAG over one prefix buffer.
+
+    forward(x [S,B,d_in], topo, *weights_and_biases) -> buffer [S,B,n_columns].
+    ``weights_and_biases`` alternates effective (already masked) ``W_k`` and ``b_k``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, topo: Topology, *wb):
+        S, B, d_in = x.shape
+        w = topo.width
+        buf = x.new_empty(S, B, topo.n_columns)
+        buf[..., :d_in] = x
+        active = torch.empty(S, B, topo.depth * w, dtype=torch.bool, device=x.device)
+        for k, blk in enumerate(topo.blocks):
+            W, b = wb[2 * k], wb[2 * k + 1]
+            z = torch.baddbmm(b.unsqueeze(1), buf[..., blk.lo : blk.hi], W.transpose(1, 2))
+            active[..., k * w : (k + 1) * w] = z > 0
+            h = z.clamp_(min=0)
+            if topo.residual and k > 0:
+                h += buf[..., blk.hi - w : blk.hi]
+            buf[..., blk.hi : blk.hi + w] = h
+        ctx.topo = topo
+        ctx.save_for_backward(buf, active, *wb)
+        return buf
+
+    @staticmethod
+    def backward(ctx, gbuf):
+        topo: Topology = ctx.topo
+        buf, active, *wb = ctx.saved_tensors
+        w = topo.width
+        g = gbuf.clone()
+        grads: list[torch.Tensor | None] = [None] * len(wb)
+        for k in reversed(range(topo.depth)):
+            blk = topo.blocks[k]
+            gh = g[..., blk.hi : blk.hi + w]
+            if topo.residual and k > 0:
+                g[..., blk.hi - w : blk.hi] += gh
+            gz = gh * active[..., k * w : (k + 1) * w]
+            W = wb[2 * k]
+            if ctx.needs_input_grad[2 + 2 * k]:
+                grads[2 * k] = torch.bmm(gz.transpose(1, 2), buf[..., blk.lo : blk.hi])
+            if ctx.needs_input_grad[3 + 2 * k]:
+                grads[2 * k + 1] = gz.sum(1)
+            g[..., blk.lo : blk.hi].baddbmm_(gz, W)
+        gx = g[..., : topo.d_in] if ctx.needs_input_grad[0] else None
+        return (gx, None, *grads)
+
+
+class DagNet(nn.Module):
+    """A population of ``S`` DAG networks sharing one topology (masks may differ by seed)."""
+
+    def __init__(
+        self,
+        topo: Topology,
+        n_classes: int,
+        seeds: list[int],
+        *,
+        bias_init: float = 0.0,
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        self.topo = topo
+        self.seeds = list(seeds)
+        S, w = len(seeds), topo.width
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for k, blk in enumerate(topo.blocks):
+            self.weights.append(nn.Parameter(torch.zeros(S, w, blk.hi - blk.lo, dtype=dtype)))
+            self.biases.append(nn.Parameter(torch.full((S, w), bias_init, dtype=dtype)))
+            if blk.mask is not None:
+                self.register_buffer(f"mask{k}", blk.mask.to(dtype))
+        n_read = topo.n_columns - topo.readout_lo
+        self.out_weight = nn.Parameter(torch.zeros(S, n_classes, n_read, dtype=dtype))
+        self.out_bias = nn.Parameter(torch.zeros(S, n_classes, dtype=dtype))
+        self.reset_parameters()
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+    def mask(self, k: int) -> torch.Tensor | None:
+        """Block ``k``'s 0/1 mask ``[S, w, hi-lo]`` on the parameters' device, or None."""
+        return getattr(self, f"mask{k}", None)
+
+    def effective_weight(self, k: int) -> torch.Tensor:
+        m = self.mask(k)
+        return self.weights[k] if m is None else self.weights[k] * m
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """He init by each node's actual (mask-aware) fan-in; LeCun init for the readout.
+
+        Seed ``s`` draws from its own generator, so its initial weights do not depend on which
+        other seeds share the population.
+        """
+        for i, seed in enumerate(self.seeds):
+            gen = torch.Generator().manual_seed(seed)
+            for k in range(self.topo.depth):
+                W = self.weights[k]
+                fan = self.topo.fan_in(k)[min(i, self.topo.fan_in(k).shape[0] - 1)]
+                std = (2.0 / fan.clamp(min=1)).sqrt().unsqueeze(-1)
+                noise = torch.randn(W.shape[1:], generator=gen, dtype=torch.float64)
+                W[i] = (noise * std.double()).to(W.dtype)
+                m = self.mask(k)
+                if m is not None:
+                    W[i] *= m[i]
+            W = self.out_weight
+            noise = torch.randn(W.shape[1:], generator=gen, dtype=torch.float64)
+            W[i] = (noise / math.sqrt(W.shape[2])).to(W.dtype)
+            self.out_bias[i] = 0.0
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The prefix buffer ``[S, B, n_columns]``: inputs, then every hidden node's output."""
+        wb = []
+        for k in range(self.topo.depth):
+            wb += [self.effective_weight(k), self.biases[k]]
+        return PrefixStack.apply(x, self.topo, *wb)
+
+    def readout(self, buf: torch.Tensor) -> torch.Tensor:
+        """Logits ``[S, B, C]`` from the prefix buffer."""
+        read = buf[..., self.topo.readout_lo :]
+        return torch.baddbmm(self.out_bias.unsqueeze(1), read, self.out_weight.transpose(1, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [S, B, d_in]`` -> logits ``[S, B, C]``."""
+        return self.readout(self.hidden(x))
+
+    def neuron_count(self) -> int:
+        return self.topo.depth * self.topo.width
+
+    def consumers(self, column: int) -> list[tuple[nn.Parameter, torch.Tensor | None, int]]:
+        """Every weight that reads buffer ``column``: ``(param, mask_or_None, local_column)``.
+
+        Hidden blocks whose range covers the column, then the readout if it does. Revival
+        policies use this to edit a neuron's outgoing weights.
+        """
+        out = []
+        for k, blk in enumerate(self.topo.blocks):
+            if blk.lo <= column < blk.hi:
+                out.append((self.weights[k], self.mask(k), column - blk.lo))
+        if column >= self.topo.readout_lo:
+            out.append((self.out_weight, None, column - self.topo.readout_lo))
+        return out
+
+    def param_count(self) -> int:
+        """Trainable parameters of one network (one seed): connections + biases + readout."""
+        t = self.topo
+        return t.connections() + t.depth * t.width + self.out_weight[0].numel() + self.out_bias.shape[1]
+
+    def flops_per_example(self) -> int:
+        """Multiply-adds x2 of one network's forward pass for one example (masks counted exactly)."""
+        return 2 * (self.topo.connections() + self.out_weight[0].numel())

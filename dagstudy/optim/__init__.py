@@ -1,0 +1,18 @@
+"""Optimizer variants, one file each, registered by ID (IDEAS.md IDs in each class's ``idea``).
+
+Adding a variant: write ``dagstudy/optim/<name>.py`` with a ``Variant`` subclass, add one line to
+``VARIANTS`` below.
+"""
+
+from __future__ import annotations
+
+from dagstudy.optim.adam import Adam
+from dagstudy.optim.base import Problem, Variant
+from dagstudy.optim.sgd import SGD
+
+VARIANTS: dict[str, type[Variant]] = {
+    "sgd": SGD,
+    "adam": Adam,
+}
+
+__all__ = ["VARIANTS", "Problem", "Variant"]

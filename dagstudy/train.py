@@ -1,0 +1,241 @@
+"""The trainer: ``train(config, seeds, data, device, on_epoch) -> TrialResult``.
+
+A pure function of its arguments: it knows nothing of Ray, Optuna or MLflow. One call trains a
+population of ``len(seeds)`` independently initialised networks at once (seed ``s`` decides its
+initial weights, its data order and, through ``data``, its split), so the result of seed ``s``
+does not depend on which other seeds share the call.
+
+Per epoch (= one pass over each seed's training split) it records, per seed: full training loss,
+validation loss and accuracy, test accuracy, gradient reach, dead fraction per block, duplicate
+pairs, and whatever the optimizer variant and revival policy report. A seed whose training loss
+becomes non-finite or exceeds ``config.divergence_loss`` (or that its optimizer fails) is ended
+with a recorded reason: its weights are zeroed (it then predicts one constant, so its accuracy is
+what a broken run earns, not a dropped value) and the other seeds go on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dagstudy import diagnostics
+from dagstudy.config import TrainConfig
+from dagstudy.data import SplitData, load_raw, make_splits
+from dagstudy.losses import LOSSES
+from dagstudy.model.dagnet import DagNet
+from dagstudy.model.topology import build_topology
+from dagstudy.optim import VARIANTS
+from dagstudy.optim.base import Problem
+from dagstudy.revival import POLICIES
+
+EpochCallback = Callable[[dict[str, Any]], None]
+FINAL_METRICS = ("train_loss", "val_loss", "val_accuracy", "test_accuracy")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available (allowed: auto, cpu)")
+    return torch.device(device)
+
+
+def load_data(config: TrainConfig, seeds: list[int], device: torch.device) -> SplitData:
+    """The config's dataset, split per seed and moved to ``device`` once."""
+    raw = load_raw(config.dataset, config.data_dir, synthetic=config.synthetic)
+    return make_splits(
+        raw, seeds, device, val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction, split=config.split,
+    )
+
+
+def build_model(config: TrainConfig, d_in: int, n_classes: int, seeds: list[int]) -> DagNet:
+    topo = build_topology(
+        config.topology, d_in, config.width, config.depth, seeds,
+        fanin=config.fanin, wiring=config.fanin_wiring, readout=config.readout,
+    )
+    return DagNet(topo, n_classes, seeds, bias_init=config.bias_init)
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if math.isnan(x) or math.isinf(x) else x
+
+
+def _per_seed(t: torch.Tensor) -> list:
+    return [[_nan_to_none(v) for v in row] if isinstance(row, list) else _nan_to_none(row)
+            for row in t.detach().double().cpu().tolist()]
+
+
+@dataclass
+class TrialResult:
+    """What one population training returns. Per-seed lists follow ``seeds`` order.
+
+    ``final[m]``: last-epoch value of metric ``m`` per seed; ``curves[m]``: per epoch, per seed
+    (``curves["dead_by_block"]`` is per epoch, per seed, per block); ``status[i]`` is ``"ok"``
+    or ``"diverged"`` with ``reasons[i]`` saying why and when.
+    """
+
+    config: dict[str, Any]
+    seeds: list[int]
+    device: str
+    final: dict[str, list[float | None]]
+    curves: dict[str, list[list]]
+    status: list[str]
+    reasons: list[str | None]
+    epochs: int
+    wall_seconds: float
+    params: int
+    flops_per_example: int
+    best_val_epoch: list[int] = field(default_factory=list)
+
+    def summary(self, metric: str) -> dict[str, Any]:
+        vals = self.final[metric]
+        finite = [v for v in vals if v is not None]
+        mean = sum(finite) / len(finite) if finite else None
+        std = None
+        if len(finite) > 1:
+            std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
+        return {"mean": mean, "std": std, "per_seed": vals}
+
+    @property
+    def failed(self) -> bool:
+        return any(s != "ok" for s in self.status)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {m: self.summary(m) for m in self.final}
+        out.update(
+            seeds=self.seeds, status=self.status, reasons=self.reasons, epochs=self.epochs,
+            wall_seconds=self.wall_seconds, params=self.params,
+            flops_per_example=self.flops_per_example, best_val_epoch=self.best_val_epoch,
+            device=self.device, config=self.config, curves=self.curves,
+        )
+        return out
+
+
+@torch.no_grad()
+def evaluate(model: DagNet, data: SplitData, idx: torch.Tensor, loss_fn, chunk: int):
+    """Mean loss ``[S]`` and accuracy ``[S]`` over the index set ``idx [S, n]``."""
+    n = idx.shape[1]
+    loss = torch.zeros(model.n_seeds, device=idx.device)
+    correct = torch.zeros(model.n_seeds, device=idx.device)
+    for start in range(0, n, chunk):
+        part = idx[:, start : start + chunk]
+        logits = model(data.inputs(part))
+        y = data.targets(part)
+        loss += loss_fn(logits, y) * (part.shape[1] / n)
+        correct += (logits.argmax(-1) == y).float().sum(1)
+    return loss, correct / n
+
+
+class _Recorder:
+    """Accumulates per-epoch, per-seed values into JSON-ready curves."""
+
+    def __init__(self):
+        self.curves: dict[str, list[list]] = {}
+
+    def add(self, epoch_metrics: dict[str, torch.Tensor]) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for name, value in epoch_metrics.items():
+            row[name] = _per_seed(value)
+            self.curves.setdefault(name, []).append(row[name])
+        return row
+
+
+def _end_seeds(model: DagNet, variant, problem: Problem, ended: torch.Tensor) -> None:
+    """Zero the weights and optimizer state of ended seeds so they stay finite and constant."""
+    with torch.no_grad():
+        for p in problem.params:
+            where = ended.view(-1, *[1] * (p.dim() - 1)).expand_as(p)
+            p.masked_fill_(where, 0.0)
+            variant.reset_state(p, where)
+
+
+def train(
+    config: TrainConfig,
+    seeds: list[int],
+    data: SplitData,
+    device: torch.device | str,
+    on_epoch: EpochCallback | None = None,
+) -> TrialResult:
+    """Train ``len(seeds)`` networks of ``config`` on ``data`` (split for the same seeds).
+
+    ``on_epoch(row)`` is called after every epoch with ``row["epoch"]`` and each metric's
+    per-seed list; it may raise (e.g. to prune), which ends the call.
+    """
+    device = torch.device(device)
+    if data.n_seeds != len(seeds):
+        raise ValueError(f"data was split for {data.n_seeds} seeds, but {len(seeds)} seeds given")
+    start = time.perf_counter()
+    model = build_model(config, data.d_in, data.n_classes, seeds).to(device)
+    loss_fn = LOSSES[config.loss]
+    problem = Problem(model, data, loss_fn, config.batch_size, chunk_size=config.chunk_size)
+    variant = VARIANTS[config.optimizer](problem.params, config.lr, config.optimizer_hp())
+    policy = POLICIES[config.revival](config.revival_hp())
+    S = len(seeds)
+    status, reasons = ["ok"] * S, [None] * S
+    recorder = _Recorder()
+    best_val = torch.full((S,), -1.0)
+    best_epoch = [0] * S
+    epoch = 0
+    for epoch in range(1, config.epochs + 1):
+        problem.start_pass()
+        pass_stats = variant.run_pass(problem)
+        train_loss = problem.full_loss()
+        _mark_diverged(problem, train_loss, config.divergence_loss, epoch, status, reasons)
+        _end_seeds(model, variant, problem, ~problem.alive)
+
+        metrics = {"train_loss": torch.where(problem.alive, train_loss, float("nan"))}
+        val_loss, val_acc = evaluate(model, data, data.val_idx, loss_fn, config.chunk_size)
+        _, test_acc = evaluate(model, data, data.test_idx, loss_fn, config.chunk_size)
+        metrics.update(val_loss=val_loss, val_accuracy=val_acc, test_accuracy=test_acc)
+        reach, block_norms = diagnostics.gradient_reach(model, problem, config.probe_size)
+        dead = problem.activity_max <= 0
+        dead_by_block = diagnostics.dead_by_block(problem.activity_max, config.depth)
+        metrics.update(
+            grad_reach=reach, grad_norm_by_block=block_norms,
+            dead_fraction=dead_by_block.mean(1), dead_by_block=dead_by_block,
+            duplicate_pairs=diagnostics.duplicate_pairs(model),
+        )
+        metrics.update(pass_stats)
+        metrics.update(policy.after_pass(model, dead & problem.alive[:, None], variant, problem, epoch))
+        metrics["seconds"] = torch.full((S,), time.perf_counter() - start)
+
+        improved = val_acc.cpu() > best_val
+        best_val = torch.where(improved, val_acc.cpu(), best_val)
+        best_epoch = [epoch if imp else b for imp, b in zip(improved.tolist(), best_epoch)]
+        row = recorder.add(metrics)
+        row["epoch"] = epoch
+        if on_epoch is not None:
+            on_epoch(row)
+        if not bool(problem.alive.any()):
+            break
+
+    curves = recorder.curves
+    final = {m: curves[m][-1] for m in FINAL_METRICS}
+    return TrialResult(
+        config=config.model_dump(), seeds=list(seeds), device=str(device), final=final,
+        curves=curves, status=status, reasons=reasons, epochs=epoch,
+        wall_seconds=time.perf_counter() - start, params=model.param_count(),
+        flops_per_example=model.flops_per_example(), best_val_epoch=best_epoch,
+    )
+
+
+def _mark_diverged(problem: Problem, train_loss, limit: float, epoch: int, status, reasons) -> None:
+    """End seeds whose loss is non-finite or above ``limit``, or that the optimizer failed."""
+    for i, loss in enumerate(train_loss.tolist()):
+        if status[i] != "ok":
+            continue
+        reason = problem.failures.get(i)
+        if reason is None and not math.isfinite(loss):
+            reason = f"non-finite training loss ({loss}) at epoch {epoch}"
+        elif reason is None and loss > limit:
+            reason = f"training loss {loss:.3g} > divergence_loss {limit:g} at epoch {epoch}"
+        if reason is not None:
+            status[i], reasons[i] = "diverged", reason
+            problem.alive[i] = False
