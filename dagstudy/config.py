@@ -95,7 +95,8 @@ class TrainConfig(BaseModel):
         return self
 
     def optimizer_hp(self) -> BaseModel:
-        return _sub_params("optimizer_params", VARIANTS[self.optimizer].Params, self.optimizer_params)
+        params = VARIANTS[self.optimizer].Params
+        return _sub_params("optimizer_params", params, self.optimizer_params)
 
     def revival_hp(self) -> BaseModel:
         return _sub_params("revival_params", POLICIES[self.revival].Params, self.revival_params)

@@ -128,8 +128,9 @@ class SyntheticSpec(BaseModel):
     Each row draws ``d`` fair bits ``b``; its features are ``2b - 1`` (so +-1) plus Gaussian
     noise of standard deviation ``noise``, and its label is the number of set bits among the
     first ``order`` coordinates, modulo ``n_classes`` (for two classes: the XOR of ``order``
-    bits). The other ``d - order`` coordinates are distractors. No single coordinate or linear
-    function carries signal, so the task gets harder as ``order`` grows and rewards depth.
+    bits). The other ``d - order`` coordinates are distractors. For ``order >= 2`` no single
+    coordinate or linear function carries signal, and the task gets harder as ``order`` grows
+    (deep networks express high-order parity with far fewer units than shallow ones).
     Deterministic given ``seed``.
     """
 
@@ -179,6 +180,8 @@ class SplitData:
 
     def inputs(self, idx: torch.Tensor) -> torch.Tensor:
         """Rows ``idx [S, B]`` as ``[S, B, d]`` features standardised per seed."""
+        if idx.shape[0] != self.n_seeds:  # would broadcast one seed's rows over all statistics
+            raise ValueError(f"idx has {idx.shape[0]} rows of indices for {self.n_seeds} seeds")
         return (self.x[idx] - self.mean) / self.std
 
     def targets(self, idx: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,9 @@ from dagstudy.model.dagnet import DagNet
 from dagstudy.optim.base import Problem
 
 
-def gradient_reach(model: DagNet, problem: Problem, probe_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def gradient_reach(
+    model: DagNet, problem: Problem, probe_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(ratio [S], block_grad_norm [S, depth])``; does not touch ``param.grad``."""
     idx = problem.data.train_idx[:, :probe_size]
     losses = problem.loss_fn(model(problem.data.inputs(idx)), problem.data.targets(idx))
@@ -35,7 +37,7 @@ def dead_by_block(activity_max: torch.Tensor, depth: int) -> torch.Tensor:
 
 @torch.no_grad()
 def duplicate_pairs(model: DagNet, threshold: float = 0.99) -> torch.Tensor:
-    """Number of same-block node pairs with incoming-weight cosine similarity > threshold: ``[S]``."""
+    """Same-block node pairs with incoming-weight cosine similarity > threshold: ``[S]``."""
     count = torch.zeros(model.n_seeds, device=model.out_bias.device)
     for k in range(model.topo.depth):
         rows = torch.cat([model.effective_weight(k), model.biases[k].unsqueeze(-1)], dim=-1)

@@ -42,7 +42,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available (allowed: auto, cpu)")
+        raise ValueError(f"device: {device!r} but CUDA is not available (allowed: auto, cpu)")
     return torch.device(device)
 
 
@@ -203,7 +203,8 @@ def train(
             duplicate_pairs=diagnostics.duplicate_pairs(model),
         )
         metrics.update(pass_stats)
-        metrics.update(policy.after_pass(model, dead & problem.alive[:, None], variant, problem, epoch))
+        dead &= problem.alive[:, None]
+        metrics.update(policy.after_pass(model, dead, variant, problem, epoch))
         metrics["seconds"] = torch.full((S,), time.perf_counter() - start)
 
         improved = val_acc.cpu() > best_val

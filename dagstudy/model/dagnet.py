@@ -173,8 +173,9 @@ class DagNet(nn.Module):
     def param_count(self) -> int:
         """Trainable parameters of one network (one seed): connections + biases + readout."""
         t = self.topo
-        return t.connections() + t.depth * t.width + self.out_weight[0].numel() + self.out_bias.shape[1]
+        readout = self.out_weight[0].numel() + self.out_bias.shape[1]
+        return t.connections() + t.depth * t.width + readout
 
     def flops_per_example(self) -> int:
-        """Multiply-adds x2 of one network's forward pass for one example (masks counted exactly)."""
+        """2 x multiply-adds of one network's forward pass per example (masks counted exactly)."""
         return 2 * (self.topo.connections() + self.out_weight[0].numel())

@@ -151,6 +151,6 @@ class Variant:
 
     @torch.no_grad()
     def reset_state(self, param: torch.nn.Parameter, where: torch.Tensor) -> None:
-        """Zero every state entry of ``param`` where the boolean ``where`` (param's shape) is set."""
+        """Zero every state entry of ``param`` where the boolean ``where`` (its shape) is set."""
         for state in self.state_tensors(param):
             state.masked_fill_(where, 0.0)

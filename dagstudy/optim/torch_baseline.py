@@ -1,4 +1,4 @@
-"""Shared plumbing for baselines that wrap a ``torch.optim`` optimizer (elementwise, so per seed)."""
+"""Baselines that wrap a ``torch.optim`` optimizer (elementwise, so per seed)."""
 
 from __future__ import annotations
 
