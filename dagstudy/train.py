@@ -9,8 +9,9 @@ Per epoch (= one pass over each seed's training split) it records, per seed: ful
 validation loss and accuracy, test accuracy, gradient reach, dead fraction per block, duplicate
 pairs, and whatever the optimizer variant and revival policy report. A seed whose training loss
 becomes non-finite or exceeds ``config.divergence_loss`` (or that its optimizer fails) is ended
-with a recorded reason: its weights are zeroed (it then predicts one constant, so its accuracy is
-what a broken run earns, not a dropped value) and the other seeds go on.
+with a recorded reason: its weights are zeroed and its metrics from then on are those of the
+zeroed network (one constant prediction: chance-level loss and accuracy, what a broken run earns,
+never a dropped value that would flatter it in a paired comparison); the other seeds go on.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dagstudy.config import TrainConfig
 from dagstudy.data import SplitData, load_raw, make_splits
 from dagstudy.losses import LOSSES
 from dagstudy.model.dagnet import DagNet
-from dagstudy.model.topology import build_topology
+from dagstudy.model.topology import build_topology, hops_to_inputs
 from dagstudy.optim import VARIANTS
 from dagstudy.optim.base import Problem
 from dagstudy.revival import POLICIES
@@ -93,6 +94,7 @@ class TrialResult:
     params: int
     flops_per_example: int
     best_val_epoch: list[int] = field(default_factory=list)
+    mean_hops: list[float] = field(default_factory=list)  # fewest hops node -> inputs, mean
 
     def summary(self, metric: str) -> dict[str, Any]:
         vals = self.final[metric]
@@ -113,6 +115,7 @@ class TrialResult:
             seeds=self.seeds, status=self.status, reasons=self.reasons, epochs=self.epochs,
             wall_seconds=self.wall_seconds, params=self.params,
             flops_per_example=self.flops_per_example, best_val_epoch=self.best_val_epoch,
+            mean_hops=self.mean_hops,
             device=self.device, config=self.config, curves=self.curves,
         )
         return out
@@ -188,9 +191,11 @@ def train(
         pass_stats = variant.run_pass(problem)
         train_loss = problem.full_loss()
         _mark_diverged(problem, train_loss, config.divergence_loss, epoch, status, reasons)
-        _end_seeds(model, variant, problem, ~problem.alive)
+        if not bool(problem.alive.all()):
+            _end_seeds(model, variant, problem, ~problem.alive)
+            train_loss = torch.where(problem.alive, train_loss, problem.full_loss())
 
-        metrics = {"train_loss": torch.where(problem.alive, train_loss, float("nan"))}
+        metrics = {"train_loss": train_loss}
         val_loss, val_acc = evaluate(model, data, data.val_idx, loss_fn, config.chunk_size)
         _, test_acc = evaluate(model, data, data.test_idx, loss_fn, config.chunk_size)
         metrics.update(val_loss=val_loss, val_accuracy=val_acc, test_accuracy=test_acc)
@@ -224,6 +229,7 @@ def train(
         curves=curves, status=status, reasons=reasons, epochs=epoch,
         wall_seconds=time.perf_counter() - start, params=model.param_count(),
         flops_per_example=model.flops_per_example(), best_val_epoch=best_epoch,
+        mean_hops=[float(hops_to_inputs(model.topo, i).mean()) for i in range(S)],
     )
 
 

@@ -391,13 +391,18 @@ def test_planted_effect_on_a_loss_metric():
 
 def test_null_effect_with_tight_variance_is_ruled_out():
     rng = np.random.default_rng(24)
-    reps, ruled_out = 200, 0
+    reps, ruled_out, by_tost, confirmed = 400, 0, 0, 0
     for i in range(reps):
-        control, treatment = paired_metric(rng, 12)
-        v = verdict(0.1 * control, 0.1 * treatment, margin=0.1, seed=i, **FAST)
-        assert v.verdict != "confirmed"
-        ruled_out += v.verdict == "ruled out" and "TOST" in v.reason
-    assert ruled_out / reps >= 0.9
+        control, treatment = paired_metric(rng, 12)  # sd_d = 0.1 after scaling
+        v = verdict(0.1 * control, 0.1 * treatment, margin=0.2, seed=i, **FAST)
+        ruled_out += v.verdict == "ruled out"
+        by_tost += v.verdict == "ruled out" and "TOST" in v.reason
+        confirmed += v.verdict == "confirmed"  # an A/A false positive, about alpha / 2
+    assert stats.power_tost(12, 0.1, 0.2) > 0.99
+    # significance (about 5%, either way) takes precedence over TOST in the rule
+    assert ruled_out / reps >= 0.95
+    assert by_tost / reps >= 0.9
+    assert confirmed / reps <= 0.05
 
 
 @pytest.mark.parametrize("higher_is_better", [True, False])
@@ -451,7 +456,9 @@ def test_inconclusive_reports_seeds_needed_and_cap():
     expected = min(stats.seeds_needed(v.d_z), stats.seeds_for_margin(1.0, 0.05))
     assert v.seeds_needed is not None and 10 < v.seeds_needed <= stats.MAX_SEEDS
     assert v.seeds_needed <= expected * 2  # driven by the observed d_z, not the tiny margin
-    tiny = verdict(control, control + 1e-3 * rng.normal(size=10), margin=1e-6, max_seeds=300)
+    # d_z = 1e-5 and sd / margin = 1000: neither route is reachable within the cap
+    wiggle = 1e-3 * np.array([1.0, -1.0] * 5) + 1e-8
+    tiny = verdict(control, control + wiggle, margin=1e-6, max_seeds=300)
     assert tiny.seeds_needed == 300 and "at least 300" in tiny.reason
 
 

@@ -122,3 +122,20 @@ def build_topology(
         readout = "last" if kind in ("layered", "residual") else "all"
     readout_lo = d_in + (depth - 1) * width if readout == "last" else d_in
     return Topology(kind, d_in, width, depth, tuple(blocks), readout_lo)
+
+
+def hops_to_inputs(topo: Topology, seed_index: int = 0) -> torch.Tensor:
+    """Fewest edges from each hidden node down to any input: ``[depth * width]`` (float).
+
+    Inputs are 0 hops away; a node is 1 + the minimum over the nodes it reads. The readout's
+    distance is 1 + the minimum over what it reads. DAG-FANIN's "small world" diagnostic: the
+    text claims 2-3 hops suffice for the gradient to reach the inputs.
+    """
+    hops = torch.zeros(topo.n_columns)
+    for k, blk in enumerate(topo.blocks):
+        src = hops[blk.lo : blk.hi].expand(topo.width, -1)
+        if blk.mask is not None:
+            src = src.masked_fill(blk.mask[seed_index] == 0, float("inf"))
+        start = topo.block_start(k)
+        hops[start : start + topo.width] = 1 + src.min(dim=1).values
+    return hops[topo.d_in :]
