@@ -125,10 +125,42 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _add_confirm(sub) -> None:
+    p = sub.add_parser("confirm", help="confirm or rule out each idea: paired arms -> verdicts")
+    p.add_argument("file", help="confirmation file, e.g. studies/corollaries.yaml")
+    p.add_argument("--ideas", default=None, help="comma list of idea IDs (default: all in file)")
+    p.add_argument("--seeds", type=int, default=None, help="paired seeds (overrides the file)")
+    p.add_argument("--out", default=None, help="report directory (default: under the run dir)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.set_defaults(run=_cmd_confirm)
+
+
+def _cmd_confirm(args) -> int:
+    import time
+    from pathlib import Path
+
+    from dagstudy.confirm import local_runner
+    from dagstudy.confirm_cli import ConfirmInputError, load_spec, parse_ideas, run_confirmation
+
+    try:
+        if args.seeds is not None and args.seeds < 2:
+            raise ConfirmInputError("--seeds: must be >= 2 (10 or more for a verdict)")
+        spec = load_spec(args.file, args.seeds)
+        ideas = parse_ideas(args.ideas, spec)
+        runner = local_runner(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("dagstudy-runs") / "confirm" / f"{spec.name}-{stamp}"
+    run_confirmation(spec, ideas, runner, out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dagstudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_confirm(sub)
     return parser
 
 
