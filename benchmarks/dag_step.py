@@ -1,4 +1,4 @@
-"""Training-step cost of the DAG network (``dagstudy.model.dagnet``) against simpler implementations.
+"""Training-step cost of the DAG network (``dagstudy.model.dagnet``) vs. simpler implementations.
 
 Run: ``python benchmarks/dag_step.py [--device auto|cpu|cuda] [--repeats N] [--quick]``.
 Prints markdown tables.
@@ -29,8 +29,9 @@ What is measured (float32, on one device: CUDA when present unless ``--device cp
    with ``zero_grad`` (set to None), as training does.
 
 How: each callable is warmed up (3 calls), then the callables of one group run round-robin:
-``repeats`` rounds, each taking the median of ``k`` back-to-back calls (``k`` sized to ~0.15 s,
-3..50); a callable's time is the lowest of its medians. CUDA is synchronised after every call.
+``repeats`` rounds (9; 3 with ``--quick``), each taking the median of ``k`` back-to-back calls
+(``k`` sized to ~0.06 s, 3..50); a callable's time is the lowest of its medians. Short chunks,
+interleaved, expose every callable to the same bursts of load from other processes. CUDA is synchronised after every call.
 Shared, noisy machines drift by tens of percent between runs: read the ratios, which compare
 callables timed within the same rounds. The spread line gives the in-run noise
 ((max - min) / min of the medians of each callable).
@@ -139,24 +140,43 @@ class NaiveDag(nn.Module):
 
 
 class PerNodeDag(nn.Module):
-    """One ``addmv`` per hidden node (own weight vector and bias), one ``torch.cat`` per block."""
+    """One ``addmv`` per hidden node, one ``torch.cat`` per block.
 
-    def __init__(self, dag: DagNet):
+    ``own_params``: every node has its own weight-vector and bias parameters (the fast way);
+    otherwise each block keeps one ``[w, fan]`` matrix and node ``j`` slices row ``j`` (each
+    slice's backward writes a zero-filled full-size gradient).
+    """
+
+    def __init__(self, dag: DagNet, own_params: bool = True):
         super().__init__()
-        self.blocks = nn.ModuleList()
+        self.own_params = own_params
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
         for W, b in zip(dag.weights, dag.biases):
-            blk = nn.Module()
-            blk.w = nn.ParameterList(nn.Parameter(r.detach().clone()) for r in W[0])
-            blk.b = nn.ParameterList(nn.Parameter(v.detach().clone().reshape(1)) for v in b[0])
-            self.blocks.append(blk)
+            W, b = W[0].detach().clone(), b[0].detach().clone()
+            if own_params:
+                self.weights.extend(nn.Parameter(r) for r in W)
+                self.biases.extend(nn.Parameter(v.reshape(1)) for v in b)
+            else:
+                self.weights.append(nn.Parameter(W))
+                self.biases.append(nn.Parameter(b))
+        self.depth, self.width = dag.topo.depth, dag.topo.width
         self.out_weight = nn.Parameter(dag.out_weight[0].detach().clone())
         self.out_bias = nn.Parameter(dag.out_bias[0].detach().clone())
 
+    def node(self, k: int, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.own_params:
+            i = k * self.width + j
+            return self.weights[i], self.biases[i]
+        return self.weights[k][j], self.biases[k][j]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [x]
-        for blk in self.blocks:
+        for k in range(self.depth):
             inp = torch.cat(outs, 1)
-            nodes = [torch.relu(torch.addmv(b, inp, w)) for w, b in zip(blk.w, blk.b)]
+            nodes = []
+            for j in range(self.width):
+                w, b = self.node(k, j)
+                nodes.append(torch.relu(torch.addmv(b, inp, w)))
             outs.append(torch.stack(nodes, 1))
         return F.linear(torch.cat(outs[1:], 1), self.out_weight, self.out_bias)
 
@@ -218,12 +238,12 @@ def dag_flops(dag: DagNet, batch: int) -> int:
 # sections
 
 
-def check_equal(dag: DagNet, naive: NaiveDag, loop: PerNodeDag | None, x, y) -> None:
-    """The three implementations compute the same loss and first-block weight gradient."""
+def check_equal(dag: DagNet, naive: NaiveDag, others: list[nn.Module], x, y) -> None:
+    """All implementations compute the same loss; naive also the first-block weight gradient."""
     dag.zero_grad(set_to_none=True)
     ld = cross_entropy(dag(x.unsqueeze(0)), y.unsqueeze(0)).sum()
     ld.backward()
-    for m in [naive] + ([loop] if loop is not None else []):
+    for m in [naive, *others]:
         m.zero_grad(set_to_none=True)
         lm = F.cross_entropy(m(x), y)
         lm.backward()
@@ -241,16 +261,16 @@ def bench_depths(bench: Bench, device, gemm_n: int) -> dict[int, dict[str, float
     for depth in DEPTHS:
         dag = make_dag(D_IN, WIDTH, depth, [0], device)
         naive = NaiveDag(dag)
-        loop = PerNodeDag(dag) if depth == 4 else None
-        check_equal(dag, naive, loop, x, y)
+        loops = [PerNodeDag(dag), PerNodeDag(dag, own_params=False)] if depth == 4 else []
+        check_equal(dag, naive, loops, x, y)
         fns = {
             "dag": step_fn(dag, lambda d=dag: cross_entropy(d(x1), y1).sum()),
             "naive": step_fn(naive, lambda m=naive: F.cross_entropy(m(x), y)),
             "chain": gemm_chain(dag, x),
             "gemm": gemm_fn(gemm_n, device),
         }
-        if loop is not None:
-            fns["loop"] = step_fn(loop, lambda m=loop: F.cross_entropy(m(x), y))
+        for key, m in zip(("loop", "loop_sliced"), loops):
+            fns[key] = step_fn(m, lambda m=m: F.cross_entropy(m(x), y))
         t = bench.run(fns)
         t["flops"] = dag_flops(dag, BATCH)
         t["gemm_rate"] = 2 * gemm_n**3 / t["gemm"]
@@ -259,36 +279,37 @@ def bench_depths(bench: Bench, device, gemm_n: int) -> dict[int, dict[str, float
     return out
 
 
+def population_fns(d_in: int, width: int, depth: int, batch: int, device) -> dict:
+    """S=8 population and 8 sequential S=1 nets, each without and with an Adam step."""
+    seeds = list(range(POP_SEEDS))
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(POP_SEEDS, batch, d_in, generator=gen).to(device)
+    y = torch.randint(0, CLASSES, (POP_SEEDS, batch), generator=gen).to(device)
+    pop = make_dag(d_in, width, depth, seeds, device)
+    pop_opt = torch.optim.Adam(pop.parameters(), lr=1e-3)
+    seq = [make_dag(d_in, width, depth, [s], device) for s in seeds]
+    seq_opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in seq]
+
+    def pop_loss():
+        return cross_entropy(pop(x), y).sum()
+
+    def seq_loss(i: int):
+        return lambda: cross_entropy(seq[i](x[i : i + 1]), y[i : i + 1]).sum()
+
+    seq_steps = [step_fn(seq[i], seq_loss(i)) for i in seeds]
+    seq_steps_adam = [step_fn(seq[i], seq_loss(i), seq_opts[i]) for i in seeds]
+    return {
+        "pop": step_fn(pop, pop_loss),
+        "seq": lambda: [f() for f in seq_steps],
+        "pop_adam": step_fn(pop, pop_loss, pop_opt),
+        "seq_adam": lambda: [f() for f in seq_steps_adam],
+    }
+
+
 def bench_population(bench: Bench, device) -> dict[str, dict[str, float]]:
     out = {}
-    seeds = list(range(POP_SEEDS))
     for label, d_in, width, depth, batch in POP_SIZES:
-        gen = torch.Generator().manual_seed(1)
-        x = torch.randn(POP_SEEDS, batch, d_in, generator=gen).to(device)
-        y = torch.randint(0, CLASSES, (POP_SEEDS, batch), generator=gen).to(device)
-        pop = make_dag(d_in, width, depth, seeds, device)
-        seq = [make_dag(d_in, width, depth, [s], device) for s in seeds]
-        pop_opt = torch.optim.Adam(pop.parameters(), lr=1e-3)
-        seq_opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in seq]
-
-        def pop_loss():
-            return cross_entropy(pop(x), y).sum()
-
-        seq_steps = [
-            step_fn(m, lambda m=m, i=i: cross_entropy(m(x[i : i + 1]), y[i : i + 1]).sum())
-            for i, m in enumerate(seq)
-        ]
-        seq_steps_opt = [
-            step_fn(m, lambda m=m, i=i: cross_entropy(m(x[i : i + 1]), y[i : i + 1]).sum(), o)
-            for i, (m, o) in enumerate(zip(seq, seq_opts))
-        ]
-        fns = {
-            "pop": step_fn(pop, pop_loss),
-            "seq": lambda s=seq_steps: [f() for f in s],
-            "pop_adam": step_fn(pop, pop_loss, pop_opt),
-            "seq_adam": lambda s=seq_steps_opt: [f() for f in s],
-        }
-        out[label] = bench.run(fns)
+        out[label] = bench.run(population_fns(d_in, width, depth, batch, device))
         print(f"  population {label}: done", file=sys.stderr)
     return out
 
@@ -320,7 +341,10 @@ def report(device, depths, pops, repeats, gemm_n, spreads, elapsed) -> None:
     rows = [
         ["DagNet (PrefixStack), S=1"] + [ms(t["dag"]) for t in depths.values()],
         ["naive: `torch.cat` per block"] + [ms(t["naive"]) for t in depths.values()],
-        ["per-node loop"] + [ms(t["loop"]) if "loop" in t else "-" for t in depths.values()],
+        ["per-node loop, own params per node"]
+        + [ms(t["loop"]) if "loop" in t else "-" for t in depths.values()],
+        ["per-node loop, rows sliced from block matrix"]
+        + [ms(t["loop_sliced"]) if "loop" in t else "-" for t in depths.values()],
         ["same matmuls, plain `mm`, no autograd"] + [ms(t["chain"]) for t in depths.values()],
         [f"square GEMM {gemm_n}^3"] + [ms(t["gemm"]) for t in depths.values()],
     ]
@@ -331,9 +355,12 @@ def report(device, depths, pops, repeats, gemm_n, spreads, elapsed) -> None:
 
     rows = [
         ["naive / DAG (DAG speed-up)"] + [f"{t['naive'] / t['dag']:.2f}x" for t in depths.values()],
-        ["per-node loop / DAG (DAG speed-up)"]
+        ["per-node loop (own params) / DAG"]
         + [f"{t['loop'] / t['dag']:.1f}x" if "loop" in t else "-" for t in depths.values()],
-        ["DAG step GFLOP (fwd + bwd = 3x fwd)"] + [f"{t['flops'] / 1e9:.3g}" for t in depths.values()],
+        ["per-node loop (sliced rows) / DAG"]
+        + [f"{t['loop_sliced'] / t['dag']:.1f}x" if "loop" in t else "-" for t in depths.values()],
+        ["DAG step GFLOP (fwd + bwd = 3x fwd)"]
+        + [f"{t['flops'] / 1e9:.3g}" for t in depths.values()],
         ["square GEMM GFLOP/s"] + [f"{t['gemm_rate'] / 1e9:.0f}" for t in depths.values()],
         ["DAG GFLOP/s"] + [f"{rate(t, 'dag'):.0f}" for t in depths.values()],
         ["**DAG fraction of GEMM rate**"]
@@ -389,7 +416,7 @@ def report(device, depths, pops, repeats, gemm_n, spreads, elapsed) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--repeats", type=int, default=None, help="medians per callable (default 5)")
+    p.add_argument("--repeats", type=int, default=None, help="medians per callable (default 9)")
     p.add_argument("--quick", action="store_true", help="fewer, shorter repeats (< 30 s on CPU)")
     args = p.parse_args(argv)
     if args.device == "auto":
@@ -397,8 +424,8 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(cores or 1)
-    repeats = args.repeats or (2 if args.quick else 5)
-    bench = Bench(device, repeats, target_s=0.04 if args.quick else 0.15)
+    repeats = args.repeats or (3 if args.quick else 9)
+    bench = Bench(device, repeats, target_s=0.02 if args.quick else 0.06)
     gemm_n = 8192 if device.type == "cuda" else 2048
     t0 = time.perf_counter()
     depths = bench_depths(bench, device, gemm_n)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 
@@ -61,6 +62,21 @@ def _add_train(sub) -> None:
     p.add_argument("--revival-params", type=_json_dict, default={}, metavar="JSON")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--jitter-spread", type=float, default=d.jitter_spread,
+                   help="OPT-JITTER: per-neuron rate spread in [0, 1)")
+    p.add_argument("--grad-floor", type=float, default=d.grad_floor,
+                   help="GRAD-FLOOR: floor on |weights|, |inputs| in the backward (0: off)")
+    p.add_argument("--grad-floor-hysteresis", action="store_true",
+                   help="use the floored gradient only where it keeps a weight's direction")
+    p.add_argument("--stuck-threshold", type=float, default=d.stuck_threshold,
+                   help="stuck_fraction counts |w| below this (default: --grad-floor)")
+    p.add_argument("--stop-ratio", type=float, default=d.stop_ratio,
+                   help="OPT-STOP: last-layer pass gradient / first pass's threshold")
+    p.add_argument("--stop-patience", type=int, default=d.stop_patience)
+    p.add_argument("--stop-on-ratio", action="store_true",
+                   help="end each seed when the OPT-STOP rule fires (else only recorded)")
+    p.add_argument("--overfit-gap", type=float, default=d.overfit_gap,
+                   help="overfit flag: (val_loss - train_loss) / val_loss above this")
     p.add_argument("--seeds", type=_seeds, default=_seeds("3"), help="count, or comma list")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -71,7 +87,8 @@ def _add_train(sub) -> None:
 CONFIG_FLAGS = (
     "dataset", "data_dir", "topology", "depth", "width", "fanin", "fanin_wiring", "readout",
     "bias_init", "loss", "optimizer", "optimizer_params", "lr", "revival", "revival_params",
-    "epochs", "batch_size",
+    "epochs", "batch_size", "jitter_spread", "grad_floor", "grad_floor_hysteresis",
+    "stuck_threshold", "stop_ratio", "stop_patience", "stop_on_ratio", "overfit_gap",
 )
 
 
@@ -156,11 +173,186 @@ def _cmd_confirm(args) -> int:
     return 0
 
 
+def _load_study_spec(path: str):
+    from dagstudy.spec import SpecError, load_spec
+
+    try:
+        return load_spec(path)
+    except SpecError as e:
+        raise UsageError(f"{path}: {e}") from None
+
+
+def _is_file(study: str) -> bool:
+    return study.endswith((".yaml", ".yml")) or os.path.isfile(study)
+
+
+def _add_study_commands(sub) -> None:
+    def ray_options(p) -> None:
+        p.add_argument("--address", default=None,
+                       help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+        p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
+        p.add_argument("--trials", type=int, default=None, help="override budget.trials")
+        p.add_argument("--run-dir", default=None,
+                       help="local storage (default: $DAGSTUDY_HOME, else ./dagstudy-runs)")
+
+    p = sub.add_parser("run", help="run a study file: trials on Ray, Optuna search, MLflow")
+    p.add_argument("study", help="study file, e.g. studies/smoke.yaml")
+    ray_options(p)
+    p.set_defaults(run=_cmd_run)
+    p = sub.add_parser("resume", help="continue an interrupted study (file or name)")
+    p.add_argument("study", help="study file, or the name of a study in the storage")
+    p.add_argument("--storage", default=None, help="Optuna URL to find a study by name in")
+    ray_options(p)
+    p.set_defaults(run=_cmd_run)
+    p = sub.add_parser("submit", help="submit a study file as a Ray job to a cluster")
+    p.add_argument("study", help="study file")
+    p.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                   help="Ray dashboard, e.g. http://HEAD:8265 (default: $RAY_ADDRESS)")
+    p.add_argument("--run-dir", default=None, help="run directory on the head node")
+    p.add_argument("--trials", type=int, default=None, help="override budget.trials")
+    p.set_defaults(run=_cmd_submit)
+    p = sub.add_parser("best", help="best configurations and parameter importances")
+    p.add_argument("study", help="study file or name")
+    p.add_argument("--k", type=int, default=5, help="how many configurations")
+    p.add_argument("--json", action="store_true", help="print JSON on stdout")
+    p.add_argument("--storage", default=None, help="Optuna URL (default: as the study resolves)")
+    p.add_argument("--run-dir", default=None, help="local storage directory")
+    p.set_defaults(run=_cmd_best)
+    p = sub.add_parser("ui", help="start the MLflow UI for the local store on 127.0.0.1")
+    p.add_argument("--run-dir", default=None, help="local storage directory")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(run=_cmd_ui)
+
+
+def _study_spec(args):
+    """The spec to run or resume: from the file, or stored in the study found by name."""
+    if _is_file(args.study):
+        return _load_study_spec(args.study)
+    from dagstudy.query import load_study
+    from dagstudy.spec import SpecError, StorageSpec, StudySpec, storage_for
+
+    url = args.storage or storage_for(None, args.run_dir).optuna
+    try:
+        spec = StudySpec(**load_study(args.study, url).user_attrs["spec"])
+    except KeyError as e:
+        raise UsageError(f"study: {e.args[0]}") from None
+    except (ValidationError, SpecError) as e:
+        raise UsageError(f"stored spec of {args.study}: {e}") from None
+    return spec.model_copy(update={"storage": StorageSpec(optuna=args.storage)})
+
+
+def _cmd_run(args) -> int:
+    import logging
+    import signal
+
+    spec = _study_spec(args) if args.command == "resume" else _load_study_spec(args.study)
+    if args.trials is not None and args.trials < 1:
+        raise UsageError("--trials: must be >= 1")
+    import optuna
+
+    from dagstudy.execute import StudyError, progress_printer, run_study
+    from dagstudy.spec import storage_for
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: re-queue
+    try:
+        study = run_study(spec, run_dir=args.run_dir, trials=args.trials, address=args.address,
+                          num_cpus=args.num_cpus, resume=args.command == "resume",
+                          progress=progress_printer())
+    except StudyError as e:
+        raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: dagstudy resume {spec.name}", file=sys.stderr)
+        return 130
+    storage = storage_for(spec, args.run_dir)
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    print(f"study {spec.name}: " + ", ".join(
+        f"{states.count(s)} {label}"
+        for s, label in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed"))))
+    if "COMPLETE" in states:
+        best = study.best_trial
+        print(f"best trial #{best.number}: {spec.objective.metric} {best.value:.4f}  "
+              f"params {json.dumps(best.params)}  "
+              f"mlflow run {best.user_attrs.get('mlflow_run_id')}")
+    print(f"optuna {storage.optuna}\nmlflow {storage.mlflow}")
+    where = f" --run-dir {args.run_dir}" if args.run_dir else ""
+    print(f"next: dagstudy best {spec.name}{where}   |   dagstudy ui{where}")
+    return 0
+
+
+def _cmd_submit(args) -> int:
+    spec = _load_study_spec(args.study)
+    if not args.address:
+        raise UsageError("--address: required (the Ray dashboard, e.g. http://HEAD:8265)")
+    from dagstudy.execute import submit
+
+    job_id = submit(args.study, args.address, run_dir=args.run_dir, trials=args.trials)
+    print(job_id)
+    print(f"submitted study {spec.name}; follow its logs with:\n"
+          f"  ray job logs --address {args.address} --follow {job_id}", file=sys.stderr)
+    return 0
+
+
+def _cmd_best(args) -> int:
+    from dagstudy.query import best_configs, load_study, param_importances
+    from dagstudy.spec import storage_for
+
+    if args.k < 1:
+        raise UsageError("--k: must be >= 1")
+    if _is_file(args.study):
+        spec = _load_study_spec(args.study)
+        name, url = spec.name, args.storage or storage_for(spec, args.run_dir).optuna
+    else:
+        name, url = args.study, args.storage or storage_for(None, args.run_dir).optuna
+    try:
+        study = load_study(name, url)
+    except KeyError as e:
+        raise UsageError(f"study: {e.args[0]}") from None
+    best = best_configs(name, k=args.k, storage=url)
+    try:
+        importances, note = param_importances(study), None
+    except ValueError as e:
+        importances, note = None, f"unavailable: {e}"
+    if args.json:
+        print(json.dumps({"study": name, "best": best.to_dict(orient="records"),
+                          "importances": importances, "importances_note": note}, default=str))
+        return 0
+    if best.empty:
+        print(f"study {name}: no complete trial yet")
+    else:
+        shown = best.drop(columns=["config", "state", "datetime_start"])
+        print(shown.to_string(index=False))
+    print("parameter importances:", note or "")
+    for param, value in (importances or {}).items():
+        print(f"  {param:32} {value:.3f}")
+    return 0
+
+
+def _cmd_ui(args) -> int:
+    import subprocess
+
+    from dagstudy.spec import storage_for
+    from dagstudy.tracking import ui_command
+
+    storage = storage_for(None, args.run_dir)
+    if not storage.mlflow.startswith("sqlite"):
+        print(f"MLflow tracking is at {storage.mlflow}: open that server's UI")
+        return 0
+    print(f"MLflow UI: http://127.0.0.1:{args.port}  (store {storage.mlflow}; Ctrl-C stops it)",
+          flush=True)
+    try:
+        return subprocess.call(ui_command(storage, args.port))
+    except KeyboardInterrupt:
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dagstudy", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_confirm(sub)
+    _add_study_commands(sub)
     return parser
 
 

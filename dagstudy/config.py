@@ -79,6 +79,23 @@ class TrainConfig(BaseModel):
     probe_size: int = Field(512, ge=1)
     chunk_size: int = Field(4096, ge=1)
 
+    # --- Optimizer ideas usable with every optimizer (dagstudy/optim, IDEAS.md) ---------------
+    # OPT-JITTER: neuron i's update is scaled by 1 + spread * u_i, u evenly spaced in [-1, 1].
+    jitter_spread: float = Field(0.0, ge=0.0, lt=1.0)
+    # GRAD-FLOOR: in the backward only, |weights| and |inputs| below the floor count as +-floor;
+    # hysteresis: only where that moves a weight the way its last update did. 0 = off.
+    grad_floor: float = Field(0.0, ge=0.0)
+    grad_floor_hysteresis: bool = False
+    # stuck_fraction curve: weights with |w| below this (default: grad_floor; off when both 0).
+    stuck_threshold: float | None = Field(None, gt=0.0)
+    # OPT-STOP: the rule fires when the last layer's pass gradient / the first pass's stays below
+    # stop_ratio for stop_patience passes (recorded always; ends the seed if stop_on_ratio).
+    # Overfit flag: that ratio < stop_ratio and (val_loss - train_loss) / val_loss > overfit_gap.
+    stop_ratio: float = Field(0.05, gt=0.0)
+    stop_patience: int = Field(3, ge=1)
+    stop_on_ratio: bool = False
+    overfit_gap: float = Field(0.5, gt=0.0, lt=1.0)
+
     @field_validator(*CHOICES)
     @classmethod
     def _check_choice(cls, value: str, info: ValidationInfo) -> str:

@@ -7,6 +7,8 @@
   every training case of the pass, per block.
 - ``duplicate_pairs``: pairs of nodes in the same block whose incoming weights (masked, bias
   included) have cosine similarity above ``threshold`` (OPT-JITTER's wasted capacity).
+- ``stuck_fraction``: fraction of weights (hidden connections the topology keeps, and the
+  readout) with magnitude below ``threshold`` (GRAD-FLOOR's stuck weights).
 """
 
 from __future__ import annotations
@@ -45,3 +47,19 @@ def duplicate_pairs(model: DagNet, threshold: float = 0.99) -> torch.Tensor:
         cos = unit @ unit.transpose(1, 2)
         count += (cos > threshold).triu(diagonal=1).sum(dim=(1, 2))
     return count
+
+
+@torch.no_grad()
+def stuck_fraction(model: DagNet, threshold: float) -> torch.Tensor:
+    """Fraction of each seed's weights with ``|w| < threshold``: ``[S]``."""
+    stuck = torch.zeros(model.n_seeds, device=model.out_bias.device)
+    total = torch.zeros_like(stuck)
+    for k in range(model.topo.depth):
+        small = (model.weights[k].abs() < threshold).float()
+        mask = model.mask(k)
+        kept = torch.ones_like(small) if mask is None else mask
+        stuck += (small * kept).flatten(1).sum(1)
+        total += kept.flatten(1).sum(1)
+    stuck += (model.out_weight.abs() < threshold).float().flatten(1).sum(1)
+    total += model.out_weight[0].numel()
+    return stuck / total

@@ -12,6 +12,14 @@ becomes non-finite or exceeds ``config.divergence_loss`` (or that its optimizer 
 with a recorded reason: its weights are zeroed and its metrics from then on are those of the
 zeroed network (one constant prediction: chance-level loss and accuracy, what a broken run earns,
 never a dropped value that would flatter it in a paired comparison); the other seeds go on.
+
+Optimizer ideas that work with every variant (``dagstudy/optim``): ``jitter_spread`` goes to the
+``Problem`` (OPT-JITTER), ``grad_floor`` to the model's backward (GRAD-FLOOR; the curve
+``stuck_fraction`` counts weights below ``stuck_threshold``, default the floor), and the OPT-STOP
+rule (``StopRule``) records ``last_layer_grad_ratio`` and ``overfit_flag`` every epoch and each
+seed's ``stop_epoch``/``overfit_epoch``. With ``stop_on_ratio``, training ends once every live
+seed's rule has fired; a stopped seed trains on with the population meanwhile (seeds are
+independent) but its ``final`` metrics are those of its ``stop_epoch``.
 """
 
 from __future__ import annotations
@@ -29,9 +37,11 @@ from dagstudy.config import TrainConfig
 from dagstudy.data import SplitData, load_raw, make_splits
 from dagstudy.losses import LOSSES
 from dagstudy.model.dagnet import DagNet
+from dagstudy.model.grad_floor import GradFloor
 from dagstudy.model.topology import build_topology, hops_to_inputs
 from dagstudy.optim import VARIANTS
 from dagstudy.optim.base import Problem
+from dagstudy.optim.stopping import StopRule
 from dagstudy.revival import POLICIES
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -61,7 +71,10 @@ def build_model(config: TrainConfig, d_in: int, n_classes: int, seeds: list[int]
         config.topology, d_in, config.width, config.depth, seeds,
         fanin=config.fanin, wiring=config.fanin_wiring, readout=config.readout,
     )
-    return DagNet(topo, n_classes, seeds, bias_init=config.bias_init)
+    floor = None
+    if config.grad_floor > 0:
+        floor = GradFloor(config.grad_floor, config.grad_floor_hysteresis)
+    return DagNet(topo, n_classes, seeds, bias_init=config.bias_init, grad_floor=floor)
 
 
 def _nan_to_none(x: float) -> float | None:
@@ -95,6 +108,8 @@ class TrialResult:
     flops_per_example: int
     best_val_epoch: list[int] = field(default_factory=list)
     mean_hops: list[float] = field(default_factory=list)  # fewest hops node -> inputs, mean
+    stop_epoch: list[int | None] = field(default_factory=list)  # OPT-STOP rule fired (or None)
+    overfit_epoch: list[int | None] = field(default_factory=list)  # first overfit flag (or None)
 
     def summary(self, metric: str) -> dict[str, Any]:
         vals = self.final[metric]
@@ -115,7 +130,8 @@ class TrialResult:
             seeds=self.seeds, status=self.status, reasons=self.reasons, epochs=self.epochs,
             wall_seconds=self.wall_seconds, params=self.params,
             flops_per_example=self.flops_per_example, best_val_epoch=self.best_val_epoch,
-            mean_hops=self.mean_hops,
+            mean_hops=self.mean_hops, stop_epoch=self.stop_epoch,
+            overfit_epoch=self.overfit_epoch,
             device=self.device, config=self.config, curves=self.curves,
         )
         return out
@@ -177,7 +193,8 @@ def train(
     start = time.perf_counter()
     model = build_model(config, data.d_in, data.n_classes, seeds).to(device)
     loss_fn = LOSSES[config.loss]
-    problem = Problem(model, data, loss_fn, config.batch_size, chunk_size=config.chunk_size)
+    problem = Problem(model, data, loss_fn, config.batch_size, chunk_size=config.chunk_size,
+                      jitter_spread=config.jitter_spread)
     variant = VARIANTS[config.optimizer](problem.params, config.lr, config.optimizer_hp())
     policy = POLICIES[config.revival](config.revival_hp())
     S = len(seeds)
@@ -185,6 +202,8 @@ def train(
     recorder = _Recorder()
     best_val = torch.full((S,), -1.0)
     best_epoch = [0] * S
+    stop = StopRule(S, config.stop_ratio, config.stop_patience, config.overfit_gap)
+    stuck_threshold = config.stuck_threshold or config.grad_floor
     epoch = 0
     for epoch in range(1, config.epochs + 1):
         problem.start_pass()
@@ -199,6 +218,10 @@ def train(
         val_loss, val_acc = evaluate(model, data, data.val_idx, loss_fn, config.chunk_size)
         _, test_acc = evaluate(model, data, data.test_idx, loss_fn, config.chunk_size)
         metrics.update(val_loss=val_loss, val_accuracy=val_acc, test_accuracy=test_acc)
+        metrics.update(stop.after_pass(
+            epoch, problem.readout_grad.flatten(1).norm(dim=1), train_loss, val_loss))
+        if stuck_threshold > 0:
+            metrics["stuck_fraction"] = diagnostics.stuck_fraction(model, stuck_threshold)
         reach, block_norms = diagnostics.gradient_reach(model, problem, config.probe_size)
         dead = problem.activity_max <= 0
         dead_by_block = diagnostics.dead_by_block(problem.activity_max, config.depth)
@@ -221,15 +244,25 @@ def train(
             on_epoch(row)
         if not bool(problem.alive.any()):
             break
+        if config.stop_on_ratio and all(
+            e is not None for e, st in zip(stop.stop_epoch, status) if st == "ok"
+        ):
+            break
 
     curves = recorder.curves
-    final = {m: curves[m][-1] for m in FINAL_METRICS}
+    final = {m: list(curves[m][-1]) for m in FINAL_METRICS}
+    if config.stop_on_ratio:
+        for i, e in enumerate(stop.stop_epoch):
+            if e is not None and status[i] == "ok":
+                for m in FINAL_METRICS:
+                    final[m][i] = curves[m][e - 1][i]
     return TrialResult(
         config=config.model_dump(), seeds=list(seeds), device=str(device), final=final,
         curves=curves, status=status, reasons=reasons, epochs=epoch,
         wall_seconds=time.perf_counter() - start, params=model.param_count(),
         flops_per_example=model.flops_per_example(), best_val_epoch=best_epoch,
         mean_hops=[float(hops_to_inputs(model.topo, i).mean()) for i in range(S)],
+        stop_epoch=stop.stop_epoch, overfit_epoch=stop.overfit_epoch,
     )
 
 
@@ -239,9 +272,11 @@ def _mark_diverged(problem: Problem, train_loss, limit: float, epoch: int, statu
         if status[i] != "ok":
             continue
         reason = problem.failures.get(i)
-        if reason is None and not math.isfinite(loss):
+        if reason is not None:
+            reason = f"{reason} at epoch {epoch}"
+        elif not math.isfinite(loss):
             reason = f"non-finite training loss ({loss}) at epoch {epoch}"
-        elif reason is None and loss > limit:
+        elif loss > limit:
             reason = f"training loss {loss:.3g} > divergence_loss {limit:g} at epoch {epoch}"
         if reason is not None:
             status[i], reasons[i] = "diverged", reason

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from dagstudy.config import TrainConfig
 from dagstudy.confirm import (
     ConfirmSpec,
     first_degrading_depth,
@@ -13,7 +14,6 @@ from dagstudy.confirm import (
     param_count,
     plan,
 )
-from dagstudy.config import TrainConfig
 from dagstudy.report import write_report
 
 BASE = dict(dataset="digits", depth=2, width=16, epochs=4, optimizer="sgd", lr=0.05)

@@ -13,6 +13,9 @@ The hidden stack runs in one custom autograd Function that owns a preallocated p
 ``[S, B, n_columns]`` (inputs then every block's ReLU output) and writes its own backward:
 no O(depth^2) concatenations, and no in-place writes that autograd's version counter would
 reject (see PERF-NOTES.md). Seeds never mix: every matmul is a batched ``bmm`` over dim 0.
+
+``grad_floor`` (a ``GradFloor``, or None: the default, whose path is unchanged) applies
+GRAD-FLOOR to the backward of every block and of the readout (see ``grad_floor.py``).
 """
 
 from __future__ import annotations
@@ -22,18 +25,20 @@ import math
 import torch
 from torch import nn
 
+from dagstudy.model.grad_floor import FlooredReadout, GradFloor
 from dagstudy.model.topology import Topology
 
 
 class PrefixStack(torch.autograd.Function):
     """Hidden blocks of a DAG over one prefix buffer.
 
-    forward(x [S,B,d_in], topo, *weights_and_biases) -> buffer [S,B,n_columns].
-    ``weights_and_biases`` alternates effective (already masked) ``W_k`` and ``b_k``.
+    forward(x [S,B,d_in], topo, floor, *weights_and_biases) -> buffer [S,B,n_columns].
+    ``weights_and_biases`` alternates effective (already masked) ``W_k`` and ``b_k``; ``floor``
+    is a ``GradFloor`` applied in the backward, or None.
     """
 
     @staticmethod
-    def forward(ctx, x, topo: Topology, *wb):
+    def forward(ctx, x, topo: Topology, floor: GradFloor | None, *wb):
         S, B, d_in = x.shape
         w = topo.width
         buf = x.new_empty(S, B, topo.n_columns)
@@ -47,13 +52,14 @@ class PrefixStack(torch.autograd.Function):
             if topo.residual and k > 0:
                 h += buf[..., blk.hi - w : blk.hi]
             buf[..., blk.hi : blk.hi + w] = h
-        ctx.topo = topo
+        ctx.topo, ctx.floor = topo, floor
         ctx.save_for_backward(buf, active, *wb)
         return buf
 
     @staticmethod
     def backward(ctx, gbuf):
         topo: Topology = ctx.topo
+        floor: GradFloor | None = ctx.floor
         buf, active, *wb = ctx.saved_tensors
         w = topo.width
         g = gbuf.clone()
@@ -64,14 +70,17 @@ class PrefixStack(torch.autograd.Function):
             if topo.residual and k > 0:
                 g[..., blk.hi - w : blk.hi] += gh
             gz = gh * active[..., k * w : (k + 1) * w]
-            W = wb[2 * k]
-            if ctx.needs_input_grad[2 + 2 * k]:
-                grads[2 * k] = torch.bmm(gz.transpose(1, 2), buf[..., blk.lo : blk.hi])
+            W, x = wb[2 * k], buf[..., blk.lo : blk.hi]
             if ctx.needs_input_grad[3 + 2 * k]:
+                grads[2 * k] = (torch.bmm(gz.transpose(1, 2), x) if floor is None
+                                else floor.weight_grad(k, gz, x))
+            if ctx.needs_input_grad[4 + 2 * k]:
                 grads[2 * k + 1] = gz.sum(1)
+            if floor is not None:
+                W = floor.input_weight(W, blk.mask)
             g[..., blk.lo : blk.hi].baddbmm_(gz, W)
         gx = g[..., : topo.d_in] if ctx.needs_input_grad[0] else None
-        return (gx, None, *grads)
+        return (gx, None, None, *grads)
 
 
 class DagNet(nn.Module):
@@ -85,9 +94,11 @@ class DagNet(nn.Module):
         *,
         bias_init: float = 0.0,
         dtype: torch.dtype = torch.float32,
+        grad_floor: GradFloor | None = None,
     ):
         super().__init__()
         self.topo = topo
+        self.grad_floor = grad_floor
         self.seeds = list(seeds)
         S, w = len(seeds), topo.width
         self.weights = nn.ParameterList()
@@ -142,11 +153,14 @@ class DagNet(nn.Module):
         wb = []
         for k in range(self.topo.depth):
             wb += [self.effective_weight(k), self.biases[k]]
-        return PrefixStack.apply(x, self.topo, *wb)
+        return PrefixStack.apply(x, self.topo, self.grad_floor, *wb)
 
     def readout(self, buf: torch.Tensor) -> torch.Tensor:
         """Logits ``[S, B, C]`` from the prefix buffer."""
         read = buf[..., self.topo.readout_lo :]
+        if self.grad_floor is not None:
+            key = self.topo.depth
+            return FlooredReadout.apply(read, self.out_weight, self.out_bias, self.grad_floor, key)
         return torch.baddbmm(self.out_bias.unsqueeze(1), read, self.out_weight.transpose(1, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from dagstudy.optim.adam import Adam
 from dagstudy.optim.base import Problem, Variant
+from dagstudy.optim.fista import FISTA
+from dagstudy.optim.fullbatch_ista import FullBatchISTA
+from dagstudy.optim.lipschitz_minibatch import LipschitzMinibatch
 from dagstudy.optim.sgd import SGD
 
 VARIANTS: dict[str, type[Variant]] = {
     "sgd": SGD,
     "adam": Adam,
+    "fullbatch-ista": FullBatchISTA,
+    "fista": FISTA,
+    "lipschitz-minibatch": LipschitzMinibatch,
 }
 
 __all__ = ["VARIANTS", "Problem", "Variant"]

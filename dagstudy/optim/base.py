@@ -10,21 +10,37 @@ seeds never mix. Every tensor of per-seed state has the seed on dim 0.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from dagstudy.model.dagnet import DagNet
+from dagstudy.model.topology import Topology
+from dagstudy.optim.jitter import Jitter
 
 if TYPE_CHECKING:
     from dagstudy.data import SplitData
 
+T = TypeVar("T")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits [S,B,C], y [S,B]) -> [S]
 
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def relu_outputs(buf: torch.Tensor, topo: Topology) -> torch.Tensor:
+    """Each hidden node's ReLU output ``[S, B, n_hidden]`` from the prefix buffer.
+
+    The buffer holds them directly, except with the ``residual`` topology, where block k >= 1
+    holds ReLU output + block k-1's value; subtracting it back is exact where the ReLU is 0.
+    """
+    hidden = buf[..., topo.d_in :]
+    if not topo.residual:
+        return hidden
+    w = topo.width
+    return torch.cat([hidden[..., :w], hidden[..., w:] - hidden[..., :-w]], dim=-1)
 
 
 class Problem:
@@ -36,6 +52,14 @@ class Problem:
     - ``full_gradient()``: ``param.grad`` = gradient of each seed's mean loss over its whole
       training split, accumulated in chunks of ``chunk_size`` rows; returns the loss ``[S]``.
     - ``full_loss()``: each seed's mean training loss ``[S]`` at the current weights, no grad.
+    - ``update(step)``: every variant writes its weights through this, once per optimizer step;
+      the per-step hooks run here, for every variant, on the change ``p_new - p_old``: OPT-JITTER
+      rescales each neuron's change (``jitter_spread``), GRAD-FLOOR's hysteresis remembers each
+      weight's direction (``model.grad_floor``).
+    - ``readout_grad``: OPT-STOP's cumulative last-layer gradient of the pass ``[S, C, n_read]``:
+      the sum over the pass's ``backward`` calls of ``out_weight.grad`` weighted by batch rows /
+      ``n_train`` (the mean-loss gradient summed as the weights move), or, in a pass without
+      ``backward`` calls, the last ``full_gradient``'s.
     """
 
     def __init__(
@@ -46,6 +70,7 @@ class Problem:
         batch_size: int,
         *,
         chunk_size: int = 4096,
+        jitter_spread: float = 0.0,
     ):
         self.model = model
         self.data = data
@@ -57,6 +82,7 @@ class Problem:
         self._orders = [torch.Generator().manual_seed(s * 1_000_003 + 17) for s in model.seeds]
         self.failures: dict[int, str] = {}
         self.activity_max = torch.zeros(0)
+        self.jitter = Jitter(model, jitter_spread) if jitter_spread > 0 else None
         self.start_pass()
 
     def fail(self, seed_index: int, reason: str) -> None:
@@ -68,10 +94,16 @@ class Problem:
         return self.data.train_idx.shape[1]
 
     def start_pass(self) -> None:
-        """Reset what a pass accumulates: per-node max activation ``[S, n_hidden]``."""
-        self.activity_max = torch.zeros(
-            self.model.n_seeds, self.model.neuron_count(), device=self.data.x.device
-        )
+        """Reset what a pass accumulates over its tracked rows, per hidden node ``[S, n_hidden]``:
+        ``activity_max``, the max ReLU output (dead-neuron detection), and ``activity_sum``, the
+        sum of ReLU outputs (dormant-neuron detection uses sums relative to the block mean, so
+        the row count cancels)."""
+        shape = (self.model.n_seeds, self.model.neuron_count())
+        like = {"device": self.data.x.device, "dtype": self.model.out_bias.dtype}
+        self.activity_max = torch.zeros(shape, **like)
+        self.activity_sum = torch.zeros(shape, **like)
+        self.readout_grad = torch.zeros_like(self.model.out_weight.detach())
+        self._readout_from_batches = False
 
     def batches(self) -> Iterator[torch.Tensor]:
         perm = torch.stack([torch.randperm(self.n_train, generator=g) for g in self._orders])
@@ -82,9 +114,9 @@ class Problem:
     def _seed_losses(self, idx: torch.Tensor, track: bool) -> torch.Tensor:
         buf = self.model.hidden(self.data.inputs(idx))
         if track:
-            d_in = self.model.topo.d_in
-            act = buf.detach()[..., d_in:].amax(dim=1)
-            torch.maximum(self.activity_max, act, out=self.activity_max)
+            act = relu_outputs(buf.detach(), self.model.topo)
+            torch.maximum(self.activity_max, act.amax(dim=1), out=self.activity_max)
+            self.activity_sum += act.sum(dim=1)
         losses = self.loss_fn(self.model.readout(buf), self.data.targets(idx))
         return losses
 
@@ -100,6 +132,10 @@ class Problem:
         self._zero_grad()
         losses = self._seed_losses(idx, track=True)
         self._masked_sum(losses).backward()
+        if not self._readout_from_batches:
+            self.readout_grad.zero_()
+            self._readout_from_batches = True
+        self.readout_grad.add_(self.model.out_weight.grad, alpha=idx.shape[1] / self.n_train)
         return losses.detach()
 
     def chunks(self) -> Iterator[torch.Tensor]:
@@ -113,6 +149,8 @@ class Problem:
             losses = self._seed_losses(idx, track=True) * (idx.shape[1] / self.n_train)
             self._masked_sum(losses).backward()
             total += losses.detach()
+        if not self._readout_from_batches:
+            self.readout_grad.copy_(self.model.out_weight.grad)
         return total
 
     @torch.no_grad()
@@ -122,14 +160,39 @@ class Problem:
             total += self._seed_losses(idx, track=False) * (idx.shape[1] / self.n_train)
         return total
 
+    def update(self, step: Callable[[], T]) -> T:
+        """Run ``step()``, which writes new weights into ``params``, and return its result.
+
+        With jitter (OPT-JITTER), each neuron's change is then rescaled: ``p <- p_old +
+        m (p_new - p_old)`` per row of ``m`` (``Jitter``); with GRAD-FLOOR hysteresis, the sign
+        of each weight's change is remembered for the next backward. With neither, this is
+        exactly ``step()`` (no copies), so the default path is unchanged bit for bit.
+        """
+        floor = self.model.grad_floor
+        remember = floor is not None and floor.hysteresis
+        if self.jitter is None and not remember:
+            return step()
+        before = [p.detach().clone() for p in self.params]
+        result = step()
+        with torch.no_grad():
+            if self.jitter is not None:
+                self.jitter.rescale(self.params, before)
+            if remember:
+                change = {id(p): p - b for p, b in zip(self.params, before)}
+                weights = [*self.model.weights, self.model.out_weight]
+                for key, w in enumerate(weights):
+                    floor.remember(key, change[id(w)])
+        return result
+
 
 class Variant:
     """Base class of an optimizer variant (one file per variant, registered by its ID).
 
     Subclasses set ``id`` (the registry key), ``idea`` (the IDEAS.md ID it tests, or None for a
     baseline) and ``Params`` (a pydantic model of its own hyperparameters, ``extra="forbid"``),
-    and implement ``run_pass``. ``lr`` is the config's learning rate (its meaning is the
-    variant's: a step size, or a multiplier of a Lipschitz step).
+    and implement ``run_pass``, writing weights through ``problem.update``. ``lr`` is the
+    config's learning rate (its meaning is the variant's: a step size; the Lipschitz variants
+    take their step from ``L`` and their own ``Params`` and ignore it).
     """
 
     id: ClassVar[str]

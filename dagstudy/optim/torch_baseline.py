@@ -20,7 +20,7 @@ class TorchOptimizerVariant(Variant):
     def run_pass(self, problem: Problem) -> dict[str, torch.Tensor]:
         for idx in problem.batches():
             problem.backward(idx)
-            self.opt.step()
+            problem.update(self.opt.step)
         return {}
 
     def state_tensors(self, param):

@@ -1,0 +1,97 @@
+"""Read studies back: every trial, the best configurations, parameter importances.
+
+Reads only the Optuna storage, so it works from any process while the study runs, and from
+another machine given the storage URL. ``storage=None`` resolves as a study without a
+``storage`` section would (``DAGSTUDY_OPTUNA_STORAGE``, else ``optuna.db`` in the run
+directory: ``$DAGSTUDY_HOME`` or ``./dagstudy-runs``).
+
+Per trial, the driver stores user attributes that these tables expose: ``mean``, ``std`` and
+``per_seed`` (the objective metric's final values), ``config`` (the resolved ``TrainConfig``),
+``seeds``, ``mlflow_run_id`` and, for failed or pruned trials, ``failure_reason``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from dagstudy.spec import open_storage, storage_for
+
+TrialState = optuna.trial.TrialState
+
+
+def load_study(study: str, storage: str | None = None) -> optuna.Study:
+    """Open an existing study; ``KeyError`` naming the storage if there is none of that name."""
+    url = storage or storage_for().optuna
+    rdb = open_storage(url)
+    names = [s.study_name for s in rdb.get_all_studies()]
+    if study not in names:
+        raise KeyError(f"no study {study!r} in {url} (has: {', '.join(names) or 'none'})")
+    return optuna.load_study(study_name=study, storage=rdb)
+
+
+def _metric(study: optuna.Study) -> str:
+    return study.user_attrs.get("spec", {}).get("objective", {}).get("metric", "objective")
+
+
+def _row(t: optuna.trial.FrozenTrial, metric: str) -> dict[str, Any]:
+    attrs = t.user_attrs
+    row: dict[str, Any] = {
+        "number": t.number,
+        "state": t.state.name,
+        "objective": t.value,
+        f"{metric}_mean": attrs.get("mean"),
+        f"{metric}_std": attrs.get("std"),
+        f"{metric}_per_seed": attrs.get("per_seed"),
+    }
+    row.update({f"params_{k}": v for k, v in t.params.items()})
+    row.update(
+        failure_reason=attrs.get("failure_reason"),
+        mlflow_run_id=attrs.get("mlflow_run_id"),
+        config=attrs.get("config"),
+        datetime_start=t.datetime_start,
+        duration_s=t.duration.total_seconds() if t.duration is not None else None,
+    )
+    return row
+
+
+def trials(study: str, storage: str | None = None) -> pd.DataFrame:
+    """Every trial of ``study``, one row each in trial-number order, with its state
+    (``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING``, ``WAITING``), objective, the objective
+    metric's per-seed mean, std and values, sampled params (``params_<name>``), failure reason,
+    MLflow run id, resolved config, start time and duration."""
+    s = load_study(study, storage)
+    metric = _metric(s)
+    return pd.DataFrame([_row(t, metric) for t in s.get_trials(deepcopy=False)])
+
+
+def best_configs(study: str, k: int = 5, storage: str | None = None) -> pd.DataFrame:
+    """The ``k`` best COMPLETE trials, best first (ties: Optuna's best trial first, then by
+    number); columns as ``trials``; empty before any trial completes.
+    ``TrainConfig(**df.config[0])`` rebuilds the best configuration."""
+    s = load_study(study, storage)
+    metric = _metric(s)
+    done = s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return pd.DataFrame()
+    sign = -1.0 if s.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    best = s.best_trial.number
+    ranked = sorted(done, key=lambda t: (sign * t.value, t.number != best, t.number))
+    return pd.DataFrame([_row(t, metric) for t in ranked[:k]])
+
+
+def param_importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's parameter importances (its default evaluator, PED-ANOVA in Optuna 5), most
+    important first. ``ValueError`` with the reason when they cannot be computed yet."""
+    n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if n < 2:
+        raise ValueError(f"need at least 2 complete trials (have {n})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return dict(optuna.importance.get_param_importances(study))
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:
+            raise ValueError(f"{type(e).__name__}: {e}") from None

@@ -1,0 +1,45 @@
+"""``add-neighbor`` (REV-ADD): add the incoming weights and bias of a neighbour in the block.
+
+The dead node ``i`` gets ``W_i += W_n * m_i`` and ``b_i += b_n``, where ``n`` is its neighbour
+(``neighbour``: the node at relative position ``offset`` in the same block, wrapping, or the
+nearest live one beyond it in that direction; never a dead node, whose weights added to a dead
+node's leave it dead, since the sum of two pre-activations negative on every case is negative on
+every case) and ``m_i`` the dead node's own mask row: with fan-in masks it keeps its own wiring and
+adds the neighbour's weights on the inputs both read. Outgoing weights unchanged. Deterministic:
+no random draw, and neighbours are never edited, so the order of revivals does not matter.
+
+No neighbour (width 1, or every other node of the block dead): the node is left dead and counted
+in ``revival_skipped``; for width-1 networks use ``flip`` or ``reinit``.
+
+Writes (and resets the optimizer state of): the node's incoming weights and its bias.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dagstudy.model.dagnet import DagNet
+from dagstudy.revival.base import Event, NeighbourParams, Policy, neighbour
+
+
+class AddNeighbor(Policy):
+    id = "add-neighbor"
+    idea = "REV-ADD"
+    Params = NeighbourParams
+
+    def revive(
+        self, model: DagNet, chosen: torch.Tensor, dead: torch.Tensor, event: Event
+    ) -> None:
+        w = model.topo.width
+        dead_rows = dead.tolist()
+        for s, j in chosen.nonzero().tolist():
+            k, i = divmod(j, w)
+            n = neighbour(dead_rows[s][k * w : (k + 1) * w], i, self.hp.offset)
+            if n is None:
+                event.skipped[s, j] = True
+                continue
+            W, b, mask = model.weights[k], model.biases[k], model.mask(k)
+            added = W[s, n] if mask is None else W[s, n] * mask[s, i]
+            event.write(W, (s, i), W[s, i] + added)
+            event.write(b, (s, i), b[s, i] + b[s, n])
+            event.revived[s, j] = True
