@@ -1,7 +1,7 @@
 """Training-step cost of the DAG network (``dagstudy.model.dagnet``) vs. simpler implementations.
 
 Run: ``python benchmarks/dag_step.py [--device auto|cpu|cuda] [--repeats N] [--quick]``.
-Prints markdown tables.
+Prints markdown tables (progress goes to stderr).
 
 What is measured (float32, on one device: CUDA when present unless ``--device cpu``; CPU with
 ``torch.set_num_threads`` = the cores this process may use):
@@ -11,30 +11,32 @@ What is measured (float32, on one device: CUDA when present unless ``--device cp
    10 classes, cross-entropy, depth 4 / 16 / 32, for
    - ``DagNet`` with one seed (S=1): the ``PrefixStack`` custom autograd Function;
    - naive: plain autograd, ``torch.cat`` of the inputs and all prior block outputs before each
-     block (``F.linear`` + ReLU), same weights (its loss and gradients are checked against DagNet);
-   - per-node loop (depth 4 only): every hidden node is its own ``addmv`` with its own parameters
-     (one small matmul per node), one ``torch.cat`` per block; the readout is one matmul;
-   - reference: the same matmuls (forward, weight gradients, input gradients, readout) as plain
-     ``torch.mm`` into preallocated buffers, no autograd: the rate these skinny shapes allow;
+     block (``F.linear`` + ReLU), same weights (loss and gradients checked against DagNet);
+   - per-node loop (depth 4 only): every hidden node is one ``addmv`` (one small matmul per
+     node) + ReLU, one ``torch.cat`` per block, readout one matmul; two parameter layouts: a
+     weight vector and bias per node, or one ``[w, fan]`` matrix per block sliced per node;
+   - reference: the same matmuls (forward, weight gradients, input-column gradients, readout)
+     as plain ``torch.mm`` into preallocated buffers, no autograd: what these skinny shapes allow;
    - the square GEMM (2048^3 on CPU, 8192^3 on CUDA), in the same round-robin as the above.
 2. FLOPs of one DAG step: forward ``2 * (connections + readout weights) * B``; backward twice that
    (weight gradients and input-column gradients; ``PrefixStack`` computes the latter for the
    input columns too), so 3x forward. Achieved GFLOP/s = FLOPs / time; fraction = that / the
-   square-GEMM rate measured in the same group.
+   square-GEMM rate measured in the same round-robin.
 3. Population: ``DagNet`` with S=8 seeds on input ``[8, B, d]`` vs. 8 sequential ``DagNet``s with
-   S=1, each with its own batch, at d_in 784 / width 64 / batch 256 (depth 4, 16) and at a
+   S=1, each seed its own batch, at d_in 784 / width 64 / batch 256 (depth 4, 16) and at a
    digits-sized net (d_in 64, width 32, depth 4, batch 64); forward + backward, and forward +
    backward + ``torch.optim.Adam`` step (lr 1e-3, torch defaults, as ``dagstudy.optim.adam``
    builds it: one optimizer over the population vs. one per sequential net). Every step starts
    with ``zero_grad`` (set to None), as training does.
 
-How: each callable is warmed up (3 calls), then the callables of one group run round-robin:
-``repeats`` rounds (9; 3 with ``--quick``), each taking the median of ``k`` back-to-back calls
-(``k`` sized to ~0.06 s, 3..50); a callable's time is the lowest of its medians. Short chunks,
-interleaved, expose every callable to the same bursts of load from other processes. CUDA is synchronised after every call.
-Shared, noisy machines drift by tens of percent between runs: read the ratios, which compare
-callables timed within the same rounds. The spread line gives the in-run noise
-((max - min) / min of the medians of each callable).
+How: each callable is warmed up (3 calls), then the callables of one group run round-robin for
+``repeats`` rounds (9; 3 with ``--quick``; a group stops early, after at least 3 rounds, once it
+has run 18 s, 2 s with ``--quick``). A round takes the median of ``k`` back-to-back calls of each
+callable (``k`` sized to ~0.06 s, 3..50); a callable's time is the lowest of its medians. CUDA is
+synchronised after every call. Short interleaved chunks expose all callables of a group to the
+same bursts of load from other processes; shared machines still drift by tens of percent between
+runs, so read the ratios. The noise line gives the in-run spread ((max - min) / min of each
+callable's medians).
 """
 
 from __future__ import annotations
@@ -74,9 +76,14 @@ GOAL_GEMM_FRACTION, GOAL_LOOP_SPEEDUP, GOAL_POP_SPEEDUP = 0.8, 15.0, 3.0
 
 
 class Bench:
-    def __init__(self, device: torch.device, repeats: int, target_s: float):
+    """Round-robin timer. A group stops early (after at least 3 rounds) once it has run for
+    ``group_budget_s``, so a heavily loaded machine cannot stretch the run without bound."""
+
+    def __init__(self, device: torch.device, repeats: int, target_s: float, group_budget_s: float):
         self.device, self.repeats, self.target_s = device, repeats, target_s
+        self.group_budget_s = group_budget_s
         self.spreads: list[float] = []
+        self.rounds: list[int] = []
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -89,7 +96,8 @@ class Bench:
         return time.perf_counter() - t0
 
     def run(self, fns: dict[str, Callable[[], object]]) -> dict[str, float]:
-        """Lowest of ``repeats`` medians per callable (seconds), timed round-robin."""
+        """Lowest of (up to) ``repeats`` medians per callable (seconds), timed round-robin."""
+        print(f"  [{time.strftime('%X')}] timing {', '.join(fns)}", file=sys.stderr)
         calls = {}
         for name, fn in fns.items():
             for _ in range(2):
@@ -100,14 +108,18 @@ class Bench:
         medians: dict[str, list[float]] = {name: [] for name in fns}
         gc.collect()
         gc.disable()
+        t0 = time.perf_counter()
         try:
-            for _ in range(self.repeats):
+            for r in range(self.repeats):
+                if r >= min(3, self.repeats) and time.perf_counter() - t0 > self.group_budget_s:
+                    break
                 for name, fn in fns.items():
                     medians[name].append(
                         statistics.median(self._once(fn) for _ in range(calls[name]))
                     )
         finally:
             gc.enable()
+        self.rounds.append(min(len(m) for m in medians.values()))
         for m in medians.values():
             self.spreads.append((max(m) - min(m)) / min(m))
         return {name: min(m) for name, m in medians.items()}
@@ -275,7 +287,7 @@ def bench_depths(bench: Bench, device, gemm_n: int) -> dict[int, dict[str, float
         t["flops"] = dag_flops(dag, BATCH)
         t["gemm_rate"] = 2 * gemm_n**3 / t["gemm"]
         out[depth] = t
-        print(f"  depth {depth}: done", file=sys.stderr)
+        print(f"  depth {depth}: done ({bench.rounds[-1]} rounds)", file=sys.stderr)
     return out
 
 
@@ -310,7 +322,7 @@ def bench_population(bench: Bench, device) -> dict[str, dict[str, float]]:
     out = {}
     for label, d_in, width, depth, batch in POP_SIZES:
         out[label] = bench.run(population_fns(d_in, width, depth, batch, device))
-        print(f"  population {label}: done", file=sys.stderr)
+        print(f"  population {label}: done ({bench.rounds[-1]} rounds)", file=sys.stderr)
     return out
 
 
@@ -328,13 +340,14 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def report(device, depths, pops, repeats, gemm_n, spreads, elapsed) -> None:
+def report(device, depths, pops, bench: Bench, gemm_n: int, elapsed: float) -> None:
+    repeats, spreads = min(bench.rounds), bench.spreads
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {threads} threads"
     print(f"# dag_step ({dev}, torch {torch.__version__}, float32)\n")
     print(
         f"Forward + backward, no optimizer step: batch {BATCH}, d_in {D_IN}, width {WIDTH}, "
-        f"{CLASSES} classes, cross-entropy, `dag` topology. Lowest of {repeats} medians, "
+        f"{CLASSES} classes, cross-entropy, `dag` topology. Lowest of {repeats}+ medians, "
         "timed round-robin per depth.\n"
     )
     cols = [f"depth {d}" for d in depths]
@@ -407,7 +420,7 @@ def report(device, depths, pops, repeats, gemm_n, spreads, elapsed) -> None:
                   f"{sp:.2f}x{where}", "yes" if sp >= GOAL_POP_SPEEDUP else "no"])
     print(table(["goal", "measured", "met"], goals) + "\n")
     print(
-        f"In-run noise: spread of the {repeats} medians per callable, (max - min) / min: "
+        f"In-run noise: spread of the {repeats}+ medians per callable, (max - min) / min: "
         f"median {statistics.median(spreads):.0%}, max {max(spreads):.0%}. "
         f"Total run time {elapsed:.0f} s."
     )
@@ -425,12 +438,15 @@ def main(argv: list[str] | None = None) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(cores or 1)
     repeats = args.repeats or (3 if args.quick else 9)
-    bench = Bench(device, repeats, target_s=0.02 if args.quick else 0.06)
+    bench = Bench(
+        device, repeats, target_s=0.02 if args.quick else 0.06,
+        group_budget_s=2.0 if args.quick else 18.0,
+    )
     gemm_n = 8192 if device.type == "cuda" else 2048
     t0 = time.perf_counter()
     depths = bench_depths(bench, device, gemm_n)
     pops = bench_population(bench, device)
-    report(device, depths, pops, repeats, gemm_n, bench.spreads, time.perf_counter() - t0)
+    report(device, depths, pops, bench, gemm_n, time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

@@ -97,8 +97,9 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray unless connected already: ``address`` (or ``RAY_ADDRESS``, as inside a
     Ray job) joins a cluster and ships this ``dagstudy`` package to its workers; otherwise a
-    local instance starts with ``num_cpus`` (default: this machine's). Returns True when this
-    call started or joined Ray (the caller then calls ``ray.shutdown()``)."""
+    new local instance starts (never silently an unrelated ``ray start`` one) with
+    ``num_cpus`` (default: this machine's). Returns True when this call started or joined Ray
+    (the caller then calls ``ray.shutdown()``)."""
     if ray.is_initialized():
         return False
     quiet = dict(log_to_driver=False, logging_level="WARNING")
@@ -108,7 +109,8 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, **quiet)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 **quiet)
     return True
 
 

@@ -13,7 +13,6 @@ Per trial, the driver stores user attributes that these tables expose: ``mean``,
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import optuna
 import pandas as pd
@@ -37,25 +36,27 @@ def _metric(study: optuna.Study) -> str:
     return study.user_attrs.get("spec", {}).get("objective", {}).get("metric", "objective")
 
 
-def _row(t: optuna.trial.FrozenTrial, metric: str) -> dict[str, Any]:
-    attrs = t.user_attrs
-    row: dict[str, Any] = {
-        "number": t.number,
-        "state": t.state.name,
-        "objective": t.value,
-        f"{metric}_mean": attrs.get("mean"),
-        f"{metric}_std": attrs.get("std"),
-        f"{metric}_per_seed": attrs.get("per_seed"),
-    }
-    row.update({f"params_{k}": v for k, v in t.params.items()})
-    row.update(
-        failure_reason=attrs.get("failure_reason"),
-        mlflow_run_id=attrs.get("mlflow_run_id"),
-        config=attrs.get("config"),
-        datetime_start=t.datetime_start,
-        duration_s=t.duration.total_seconds() if t.duration is not None else None,
-    )
-    return row
+def _columns(metric: str) -> list[str]:
+    return ["number", "state", "objective", f"{metric}_mean", f"{metric}_std",
+            f"{metric}_per_seed", "failure_reason", "mlflow_run_id", "config", "datetime_start",
+            "duration_s"]
+
+
+def _frame(rows: list[optuna.trial.FrozenTrial], metric: str) -> pd.DataFrame:
+    """One row per trial: the fixed columns, then one ``params_<name>`` column per param."""
+    records = []
+    for t in rows:
+        attrs = t.user_attrs
+        duration = t.duration.total_seconds() if t.duration is not None else None
+        values = [t.number, t.state.name, t.value, attrs.get("mean"), attrs.get("std"),
+                  attrs.get("per_seed"), attrs.get("failure_reason"),
+                  attrs.get("mlflow_run_id"), attrs.get("config"), t.datetime_start, duration]
+        record = dict(zip(_columns(metric), values))
+        record.update({f"params_{k}": v for k, v in t.params.items()})
+        records.append(record)
+    if not records:
+        return pd.DataFrame(columns=_columns(metric))
+    return pd.DataFrame(records)
 
 
 def trials(study: str, storage: str | None = None) -> pd.DataFrame:
@@ -64,23 +65,22 @@ def trials(study: str, storage: str | None = None) -> pd.DataFrame:
     metric's per-seed mean, std and values, sampled params (``params_<name>``), failure reason,
     MLflow run id, resolved config, start time and duration."""
     s = load_study(study, storage)
-    metric = _metric(s)
-    return pd.DataFrame([_row(t, metric) for t in s.get_trials(deepcopy=False)])
+    return _frame(s.get_trials(deepcopy=False), _metric(s))
 
 
 def best_configs(study: str, k: int = 5, storage: str | None = None) -> pd.DataFrame:
     """The ``k`` best COMPLETE trials, best first (ties: Optuna's best trial first, then by
-    number); columns as ``trials``; empty before any trial completes.
+    number); columns as ``trials``; no rows before any trial completes.
     ``TrainConfig(**df.config[0])`` rebuilds the best configuration."""
     s = load_study(study, storage)
     metric = _metric(s)
     done = s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
-        return pd.DataFrame()
+        return _frame([], metric)
     sign = -1.0 if s.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
     best = s.best_trial.number
     ranked = sorted(done, key=lambda t: (sign * t.value, t.number != best, t.number))
-    return pd.DataFrame([_row(t, metric) for t in ranked[:k]])
+    return _frame(ranked[:k], metric)
 
 
 def param_importances(study: optuna.Study) -> dict[str, float]:

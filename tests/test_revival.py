@@ -22,6 +22,15 @@ TOPOLOGIES = [("dag", None, "random"), ("layered", None, "random"),
 DEAD_BIAS = -1e3
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These networks are tiny: intra-op threads only add contention on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_problem(kind="dag", width=3, depth=4, fanin=None, wiring="random", seeds=(0, 1),
                  d_in=5, n=40, batch_size=40, dtype=torch.float64):
     """A population on ``n`` fixed Gaussian rows (every seed trains on all of them), with
@@ -270,6 +279,43 @@ def test_registry_names_the_ideas():
     assert all(cls.id == name for name, cls in POLICIES.items())
 
 
+# ---------------------------------------------------------------------------------- history
+
+
+def test_history_tells_natural_resurrections_from_revivals_and_times_lifetimes():
+    model, problem = make_problem("dag", 2, depth=2, seeds=(0,))
+    variant = adam(problem)
+    kill(model, [(0, 0), (0, 2)])  # node 0 of block 0 and node 0 of block 1
+    none = make_policy("none")
+    none.after_pass(model, detect(problem), variant, problem, 1)
+    with torch.no_grad():  # what a change below would do: block 1's node fires again
+        model.biases[1][0, 0] = 0.3
+    stats = none.after_pass(model, detect(problem), variant, problem, 2)
+    assert stats["resurrected_by_block"].tolist() == [[0.0, 1.0]]
+    assert stats["resurrection_rate_by_block"].tolist() == [[0.0, 1.0]]  # of 1 dead-node-pass each
+
+    model, problem = make_problem("dag", 2, depth=2, seeds=(0,))
+    kill(model, [(0, 0)])
+    flip = make_policy("flip")
+    assert flip.after_pass(model, detect(problem), variant, problem, 1)["revived"].item() == 1
+    stats = flip.after_pass(model, detect(problem), variant, problem, 2)
+    assert stats["revived_alive"].item() == 1 and stats["resurrected_by_block"].sum() == 0
+    kill(model, [(0, 0)])
+    stats = flip.after_pass(model, detect(problem), variant, problem, 3)
+    assert stats["revived_redied"].item() == 1 and stats["revived_lifetime"].item() == 2
+    assert stats["revived"].item() == 1 and stats["revived_alive"].item() == 0
+
+
+def test_split_pairs_are_tracked_and_start_identical():
+    model, problem = make_problem("fanin", 3, fanin=3, seeds=(0,))
+    kill(model, [(0, 4)])
+    split, variant = make_policy("split"), adam(problem)
+    stats = split.after_pass(model, detect(problem), variant, problem, 1)
+    assert math.isnan(stats["pair_similarity"].item()) and stats["revived"].item() == 1
+    stats = split.after_pass(model, detect(problem), variant, problem, 2)
+    assert stats["pair_similarity"].item() == pytest.approx(1.0, abs=1e-12)
+
+
 # ------------------------------------------------------------------ the dead-neuron setting
 
 
@@ -296,8 +342,9 @@ def test_dead_neuron_setting_kills_neurons_and_every_policy_revives_them():
                       "revived_alive", "pair_similarity"):
             assert len(result.curves[curve]) == result.epochs, (name, curve)
         if name in ("split", "flip"):  # function-preserving: float32 rounding only
-            jumps = [v for epoch in result.curves["revival_loss_jump"] for v in epoch if v]
-            assert max(abs(v) for v in jumps) < 1e-4, name
+            jumps = [v for epoch in result.curves["revival_loss_jump"] for v in epoch
+                     if v is not None]
+            assert jumps and max(abs(v) for v in jumps) < 1e-4, name
 
 
 def test_reinit_draws_per_seed_so_a_seed_alone_equals_it_in_a_population():

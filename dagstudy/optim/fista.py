@@ -64,7 +64,7 @@ class FISTA(FullBatchISTA):
         super().__init__(params, lr, hp)
         self.t = [torch.ones(p.shape[:2], dtype=p.dtype, device=p.device) for p in params]
         self.extrapolation = [torch.zeros_like(p.detach()) for p in params]  # beta_{k-1} v_{k-1}
-        self.objective = torch.full_like(self.lipschitz, float("inf"))  # F(x_{k-1})
+        self.objective = torch.full_like(self.backtracker.lipschitz, float("inf"))  # F(x_{k-1})
 
     @torch.no_grad()
     def run_pass(self, problem: Problem) -> dict[str, torch.Tensor]:

@@ -6,12 +6,12 @@ training split in chunks (the weights do not move during the pass), then one ste
     x+ = prox_{lambda / (L D)}(w - g / (L D))
 
 with ``L`` per seed by backtracking from ``shrink`` times the last pass's ``L`` (``lipschitz.py``:
-units, the acceptance test, which parameters the L1 term penalises). ``D = depth`` when
-``depth_scale`` (OPT-LAYERSCALE: each of the ``depth`` blocks does an equal share), else 1.
-With ``l1 = lambda > 0`` this is ISTA proper on ``f(w) + lambda ||W||_1`` (weight matrices only,
-biases unpenalised); with ``shrink = 1`` ``L`` never decreases (Beck & Teboulle's scheme, whose
-convergence guarantees assume it). The objective ``f + lambda ||W||_1`` never increases from one
-pass to the next (up to the float tolerance of the search), jitter aside.
+units, the acceptance test, float resolution, which parameters the L1 term penalises).
+``D = depth`` when ``depth_scale`` (OPT-LAYERSCALE: each of the ``depth`` blocks does an equal
+share), else 1. With ``l1 = lambda > 0`` this is ISTA proper on ``f(w) + lambda ||W||_1`` (weight
+matrices only, biases unpenalised); with ``shrink = 1`` ``L`` never decreases (Beck & Teboulle's
+scheme, which their convergence bounds assume). The objective ``f + lambda ||W||_1`` does not
+increase from one pass to the next (up to the float tolerance; jitter aside).
 
 Per pass it reports ``lipschitz`` (accepted ``L``) and ``backtracks`` (evaluations of ``f``).
 A seed whose gradient is non-finite or whose ``L`` passes ``lipschitz_cap`` is ended.
@@ -24,13 +24,7 @@ import torch
 from pydantic import Field
 
 from dagstudy.optim.base import Problem, Variant
-from dagstudy.optim.lipschitz import (
-    BacktrackParams,
-    StepResult,
-    depth_divisor,
-    initial_lipschitz,
-    proximal_step,
-)
+from dagstudy.optim.lipschitz import Backtracker, BacktrackParams, StepResult, depth_divisor
 
 
 class FullBatchParams(BacktrackParams):
@@ -44,7 +38,7 @@ class FullBatchISTA(Variant):
 
     def __init__(self, params, lr, hp):
         super().__init__(params, lr, hp)
-        self.lipschitz = initial_lipschitz(params, hp)
+        self.backtracker = Backtracker(params, hp)
 
     def prox_step(self, problem: Problem) -> tuple[StepResult, list[torch.Tensor], list]:
         """Full gradient at the current weights ``y``, then the backtracked step to ``x+``.
@@ -54,12 +48,10 @@ class FullBatchISTA(Variant):
         f_y = problem.full_gradient()
         y = [p.detach().clone() for p in self.params]
         grads = [p.grad for p in self.params]
-        hp = self.hp
-        result = problem.update(lambda: proximal_step(
-            problem, y, grads, f_y, self.lipschitz, hp,
-            divisor=depth_divisor(problem, hp.depth_scale), l1=hp.l1,
-        ))
-        self.lipschitz = result.lipschitz
+        divisor = depth_divisor(problem, self.hp.depth_scale)
+        result = problem.update(
+            lambda: self.backtracker.step(problem, y, grads, f_y, divisor=divisor, l1=self.hp.l1)
+        )
         return result, y, grads
 
     def run_pass(self, problem: Problem) -> dict[str, torch.Tensor]:

@@ -4,7 +4,7 @@ per seed. Shared by ``fullbatch-ista`` / ``fista`` (OPT-FULLBATCH, OPT-FISTA) an
 
 Notation, per seed (every tensor has the seed on dim 0; seeds never mix): ``f`` is the seed's
 MEAN training loss (``Problem.full_loss``), ``y`` the weights where ``g = grad f(y)`` was taken,
-``L > 0`` the estimate of the Lipschitz constant of ``grad f`` (units: 1 / weight^2 of loss),
+``L > 0`` the estimate of the Lipschitz constant of ``grad f`` (units: loss / weight^2),
 ``D`` the step divisor (1, or the number of hidden blocks under OPT-LAYERSCALE) and
 ``lambda >= 0`` an L1 weight. The step from ``y`` is
 
@@ -14,16 +14,20 @@ where the soft threshold acts on weight matrices only (parameters ``[S, neuron, 
 biases (``[S, neuron]``) are never penalised, like the Lasso's intercept. ``L`` is accepted when
 ``f`` at ``x+`` lies under the quadratic model of ``f`` around ``y``:
 
-    f(x+) <= f(y) + <g, d> + (L / 2) ||d||^2 + tol,      d = x+ - y                      (*)
+    f(x+) <= f(y) + q + tol,    q = <g, d> + (L / 2) ||d||^2,    d = x+ - y             (*)
 
 which for ``lambda = 0, D = 1`` is the familiar ``f(y - g/L) <= f(y) - ||g||^2 / (2L)``. Every
-``L`` at or above the true Lipschitz constant satisfies (*) (descent lemma), so starting below it
-and multiplying by ``eta`` until (*) holds ends below ``eta`` times the true constant; for a
-quadratic the accepted ``L`` lies in ``[c, eta c)`` with ``c`` the curvature along ``g``.
-``tol = 64 eps(dtype) max(1, |f(y)|)`` is the float resolution of ``f`` (a cross-entropy carries
-an absolute rounding error of order eps times its logits): once the step is too small to change
-``f`` measurably it is accepted rather than driving ``L`` up forever (float32 losses reach 0).
-``d`` is measured from the written weights, so rounding of ``x+`` is accounted for.
+``L`` at or above the true Lipschitz constant satisfies (*) (descent lemma), so a search that
+starts below it and multiplies by ``eta`` until (*) holds ends below ``eta`` times the true
+constant; for a quadratic the accepted ``L`` lies in ``[c, eta c)``, ``c`` the curvature along
+the step. ``d`` is measured from the written weights, so rounding of ``x+`` is accounted for.
+
+Float resolution. ``tol = 64 eps(dtype) max(1, |f(y)|)`` is about the resolution of ``f`` (a
+cross-entropy computed in float32 is quantised at ``eps`` times its logits, and reaches 0): a step
+whose predicted change ``|q|`` is below ``tol`` cannot be checked, so it is accepted rather than
+driving ``L`` up forever, and it is *unresolved*. Each pass starts from ``shrink * L`` only if the
+previous pass's step was resolved, else from ``L`` itself: otherwise near a minimum ``L`` would
+shrink every pass while ``f`` cannot tell, and the step ``|g| / L`` would grow without bound.
 """
 
 from __future__ import annotations
@@ -35,9 +39,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dagstudy.optim.base import Problem
 
-MIN_LIPSCHITZ = 1e-12
-"""Floor of the starting estimate, so ``shrink`` on a zero gradient never reaches ``L = 0``."""
-
 
 class BacktrackParams(BaseModel):
     """How ``L`` is searched, shared by every Lipschitz variant."""
@@ -45,7 +46,7 @@ class BacktrackParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lipschitz_init: float = Field(1.0, gt=0.0)  # L before the first pass
     eta: float = Field(2.0, gt=1.0)  # growth factor while (*) fails
-    shrink: float = Field(0.5, gt=0.0, le=1.0)  # each pass starts from shrink * last L
+    shrink: float = Field(0.5, gt=0.0, le=1.0)  # a pass starts from shrink * last L (1: never)
     lipschitz_cap: float = Field(1e8, gt=0.0)  # L above this ends the seed (problem.fail)
     depth_scale: bool = False  # OPT-LAYERSCALE: divide the step by the number of blocks
 
@@ -54,15 +55,9 @@ class BacktrackParams(BaseModel):
 class StepResult:
     """Per-seed outcome ``[S]`` of one backtracking search."""
 
-    lipschitz: torch.Tensor  # accepted L (the starting L for seeds that did not step)
+    lipschitz: torch.Tensor  # accepted L (unchanged for seeds that did not step)
     evals: torch.Tensor  # evaluations of f this search took (0 for seeds that did not step)
     loss: torch.Tensor  # f(x+) (f(y) for seeds that did not step)
-
-
-def initial_lipschitz(params: list[torch.Tensor], hp: BacktrackParams) -> torch.Tensor:
-    """``[S]`` filled with ``hp.lipschitz_init``, on the parameters' device and dtype."""
-    p = params[0]
-    return torch.full((p.shape[0],), hp.lipschitz_init, dtype=p.dtype, device=p.device)
 
 
 def seed_view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -95,63 +90,76 @@ def depth_divisor(problem: Problem, depth_scale: bool) -> int:
     return problem.model.topo.depth if depth_scale else 1
 
 
-@torch.no_grad()
-def proximal_step(
-    problem: Problem,
-    y: list[torch.Tensor],
-    grads: list[torch.Tensor],
-    f_y: torch.Tensor,
-    lipschitz: torch.Tensor,
-    hp: BacktrackParams,
-    *,
-    divisor: int = 1,
-    l1: float = 0.0,
-) -> StepResult:
-    """Search ``L`` per seed from ``max(shrink * lipschitz, MIN_LIPSCHITZ)`` and leave
-    ``problem.params`` at ``x+`` (module doc). ``y``/``grads`` align with ``problem.params``.
+class Backtracker:
+    """Per-seed ``L`` and whether the last step was resolved (module doc), for ``params``."""
 
-    All seeds are evaluated together (one ``problem.full_loss()`` per trial); only seeds whose
-    condition (*) still fails grow ``L``. A live seed whose ``f(y)`` or gradient is non-finite, or
-    whose ``L`` passes ``hp.lipschitz_cap``, is ended with ``problem.fail`` and left at ``y``.
-    """
-    params = problem.params
-    gnorm = seed_dot(grads, grads)
-    moving = problem.alive.clone()
-    for i in torch.nonzero(moving & ~(f_y.isfinite() & gnorm.isfinite())).flatten().tolist():
-        problem.fail(i, f"non-finite loss or gradient at the full-batch step (f = {f_y[i]:.3g})")
-        moving[i] = False
-    L = torch.where(moving, (lipschitz * hp.shrink).clamp(min=MIN_LIPSCHITZ), lipschitz)
-    tol = 64 * torch.finfo(f_y.dtype).eps * f_y.abs().clamp(min=1.0)
-    evals = torch.zeros_like(f_y)
-    loss = f_y.clone()
-    pending = moving.clone()
-    while bool(pending.any()):
-        _write(params, y, grads, torch.where(moving, 1.0 / (L * divisor), 0.0), l1)
-        f_x = problem.full_loss()
-        d = [p - v for p, v in zip(params, y)]
-        model = f_y + seed_dot(grads, d) + 0.5 * L * seed_dot(d, d) + tol
-        ok = pending & (f_x <= model)  # NaN compares False: keeps growing L
-        evals += pending.to(evals.dtype)
-        loss = torch.where(ok, f_x, loss)
-        pending &= ~ok
-        L = torch.where(pending, L * hp.eta, L)
-        exploded = pending & (L > hp.lipschitz_cap)
-        for i in torch.nonzero(exploded).flatten().tolist():
-            problem.fail(i, f"Lipschitz estimate exploded (L > cap {hp.lipschitz_cap:g})")
-        if bool(exploded.any()):
-            pending &= ~exploded
-            moving &= ~exploded
-            loss = torch.where(exploded, f_y, loss)
-            if not bool(pending.any()):  # leave the ended seeds at y
-                _write(params, y, grads, torch.where(moving, 1.0 / (L * divisor), 0.0), l1)
-    return StepResult(lipschitz=L, evals=evals, loss=loss)
+    def __init__(self, params: list[torch.Tensor], hp: BacktrackParams):
+        p = params[0]
+        self.hp = hp
+        self.lipschitz = torch.full((p.shape[0],), hp.lipschitz_init, dtype=p.dtype)
+        self.lipschitz = self.lipschitz.to(p.device)
+        self.resolved = torch.ones(p.shape[0], dtype=torch.bool, device=p.device)
+
+    @torch.no_grad()
+    def step(
+        self,
+        problem: Problem,
+        y: list[torch.Tensor],
+        grads: list[torch.Tensor],
+        f_y: torch.Tensor,
+        *,
+        divisor: int = 1,
+        l1: float = 0.0,
+    ) -> StepResult:
+        """Search ``L`` per seed and leave ``problem.params`` at ``x+`` (module doc).
+
+        ``y``/``grads`` align with ``problem.params``; ``f_y [S]`` is ``f(y)``. All seeds are
+        evaluated together (one ``problem.full_loss()`` per trial); only seeds whose (*) still
+        fails grow ``L``. A live seed whose ``f(y)`` or gradient is non-finite, or whose ``L``
+        passes ``lipschitz_cap``, is ended with ``problem.fail`` and left at ``y``.
+        """
+        hp, params = self.hp, problem.params
+        gnorm = seed_dot(grads, grads)
+        moving = problem.alive.clone()
+        for i in torch.nonzero(moving & ~(f_y.isfinite() & gnorm.isfinite())).flatten().tolist():
+            problem.fail(i, f"non-finite loss or gradient at the full-batch step (f={f_y[i]:.3g})")
+            moving[i] = False
+        L = torch.where(moving & self.resolved, self.lipschitz * hp.shrink, self.lipschitz)
+        tol = 64 * torch.finfo(f_y.dtype).eps * f_y.abs().clamp(min=1.0)
+        evals = torch.zeros_like(f_y)
+        loss = f_y.clone()
+        resolved = self.resolved.clone()
+        pending = moving.clone()
+        while bool(pending.any()):
+            _write(params, y, grads, moving, 1.0 / (L * divisor), l1)
+            f_x = problem.full_loss()
+            d = [p - v for p, v in zip(params, y)]
+            q = seed_dot(grads, d) + 0.5 * L * seed_dot(d, d)
+            ok = pending & (f_x <= f_y + q + tol)  # NaN compares False: keeps growing L
+            evals += pending.to(evals.dtype)
+            loss = torch.where(ok, f_x, loss)
+            resolved = torch.where(ok, q.abs() > tol, resolved)
+            pending &= ~ok
+            L = torch.where(pending, L * hp.eta, L)
+            exploded = pending & (L > hp.lipschitz_cap)
+            for i in torch.nonzero(exploded).flatten().tolist():
+                problem.fail(i, f"Lipschitz estimate exploded (L > cap {hp.lipschitz_cap:g})")
+            if bool(exploded.any()):
+                pending &= ~exploded
+                moving &= ~exploded
+                loss = torch.where(exploded, f_y, loss)
+                if not bool(pending.any()):  # leave the ended seeds at y
+                    _write(params, y, grads, moving, 1.0 / (L * divisor), l1)
+        self.lipschitz, self.resolved = L, resolved
+        return StepResult(lipschitz=L, evals=evals, loss=loss)
 
 
-def _write(params, y, grads, step: torch.Tensor, l1: float) -> None:
-    """``params <- prox_{l1 * step}(y - step * g)`` with a per-seed ``step [S]``."""
+def _write(params, y, grads, moving: torch.Tensor, step: torch.Tensor, l1: float) -> None:
+    """``params <- prox_{l1 * step}(y - step * g)`` per seed (``step [S]``); ``y`` exactly
+    where ``moving [S]`` is False (whatever that seed's gradient holds, NaN included)."""
     for p, v, g in zip(params, y, grads):
         s = seed_view(step, p)
         x = v - s * g
         if l1 > 0 and is_penalised(p):
             x = soft_threshold(x, l1 * s)
-        p.copy_(x)
+        p.copy_(torch.where(seed_view(moving, p), x, v))

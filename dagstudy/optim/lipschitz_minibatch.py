@@ -29,13 +29,7 @@ import torch
 from pydantic import Field
 
 from dagstudy.optim.base import Problem, Variant
-from dagstudy.optim.lipschitz import (
-    BacktrackParams,
-    depth_divisor,
-    initial_lipschitz,
-    proximal_step,
-    seed_view,
-)
+from dagstudy.optim.lipschitz import Backtracker, BacktrackParams, depth_divisor, seed_view
 
 
 class MinibatchLParams(BacktrackParams):
@@ -52,7 +46,7 @@ class LipschitzMinibatch(Variant):
 
     def __init__(self, params, lr, hp):
         super().__init__(params, lr, hp)
-        self.lipschitz = initial_lipschitz(params, hp)
+        self.backtracker = Backtracker(params, hp)
         self.velocity = [torch.zeros_like(q.detach()) for q in params]
 
     @torch.no_grad()
@@ -62,10 +56,9 @@ class LipschitzMinibatch(Variant):
             f_y = problem.full_gradient()
         y = [p.detach().clone() for p in self.params]
         grads = [p.grad for p in self.params]
-        result = proximal_step(problem, y, grads, f_y, self.lipschitz, self.hp)
+        result = self.backtracker.step(problem, y, grads, f_y)
         for p, v in zip(self.params, y):
             p.copy_(v)
-        self.lipschitz = result.lipschitz
         return result.evals
 
     def run_pass(self, problem: Problem) -> dict[str, torch.Tensor]:
@@ -74,7 +67,8 @@ class LipschitzMinibatch(Variant):
         usable = problem.alive.clone()
         usable[list(problem.failures)] = False
         divisor = depth_divisor(problem, hp.depth_scale)
-        per_case = hp.c / (problem.n_train * self.lipschitz * divisor)
+        lipschitz = self.backtracker.lipschitz
+        per_case = hp.c / (problem.n_train * lipschitz * divisor)
         per_case = torch.where(usable, per_case, 0.0)
         if hp.reset_momentum:
             for v in self.velocity:
@@ -83,7 +77,7 @@ class LipschitzMinibatch(Variant):
             problem.backward(idx)
             problem.update(partial(self._step, per_case * idx.shape[1]))
         return {
-            "lipschitz": self.lipschitz, "backtracks": evals,
+            "lipschitz": lipschitz, "backtracks": evals,
             "rate": per_case * problem.batch_size,
         }
 

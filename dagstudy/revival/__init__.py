@@ -30,9 +30,24 @@ DEAD_NEURON_SETTING: dict[str, Any] = {
     "dataset": "digits", "topology": "layered", "depth": 6, "width": 16,
     "bias_init": -1.0, "optimizer": "adam", "lr": 0.01, "batch_size": 64, "epochs": 20,
 }
-"""``TrainConfig`` fields of a setting where neurons die on digits, so the policies can be compared.
+"""``TrainConfig`` fields of a setting where many neurons die on digits, to compare the policies.
 
-TO BE MEASURED.
+A deep narrow layered MLP (6 blocks of 16) whose biases start at -1 (``bias_init``), trained
+with Adam at a high rate (0.01). Block 0 reads standardised pixels and stays alive; deeper blocks
+die. Measured on seeds 0-9 (CPU, 20 epochs; dead fraction = final pass, mean over seeds):
+
+- ``none``: dead 17.0% (12.5-22.9% per seed; by block 0, 3, 13, 23, 32, 31%), accuracy 0.525
+- ``reinit``: dead 0.1%, accuracy 0.926
+- ``wait``: dead 5.5%, accuracy 0.871
+- ``add-neighbor``: dead 10.3%, accuracy 0.385
+- ``split``: dead 2.9%, accuracy 0.366
+- ``flip``: dead 0.2%, accuracy 0.922
+
+(defaults: ``wait`` = base 2, growth 1, inner ``reinit``; ``split`` ratio 0.5, no jitter).
+Under ``none``, a dead node of block 1..5 left alone came back by itself in 25, 17, 13, 13, 12%
+of the following passes; block 0 never died here. With ``topology="dag", bias_init=-3.0`` (else
+the same) 6% of block 0 dies, and none of its 92 dead-node-passes ended in a resurrection
+(blocks 1..5: 10-22% per pass).
 """
 
 __all__ = ["DEAD_NEURON_SETTING", "POLICIES", "Policy"]

@@ -78,8 +78,8 @@ def loss_and_firing(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
     """At the current weights: each seed's mean training loss ``[S]`` (as ``full_loss``) and
     which hidden nodes fire (ReLU output > 0) on at least one training row ``[S, n_hidden]``."""
     model = problem.model
-    loss = torch.zeros(model.n_seeds, device=problem.data.x.device)
     top = torch.zeros_like(problem.activity_max)
+    loss = torch.zeros_like(top[:, 0])
     for idx in problem.chunks():
         buf = model.hidden(problem.data.inputs(idx))
         part = problem.loss_fn(model.readout(buf), problem.data.targets(idx))
@@ -192,13 +192,14 @@ class Policy:
         chosen = self.select(model, dead, epoch)
         firing = torch.zeros_like(chosen)
         if bool(chosen.any()):
-            before, firing = loss_and_firing(problem)
-            firing &= chosen & (problem.activity_max <= 0)
-            chosen &= ~firing
-        if bool(chosen.any()):
-            self.revive(model, chosen, dead, event)
-            event.reset_optimizer(variant)
-            jump = torch.where(event.revived.any(1), problem.full_loss() - before, jump)
+            before, fires = loss_and_firing(problem)
+            firing = chosen & fires & (problem.activity_max <= 0)
+            chosen = chosen & ~firing
+            if bool(chosen.any()):
+                self.revive(model, chosen, dead, event)
+                event.reset_optimizer(variant)
+                after, _ = loss_and_firing(problem)
+                jump = torch.where(event.revived.any(1), after - before, jump)
         self.history.record(event, dead, epoch)
         stats.update(
             revived=event.revived.sum(1), revival_skipped=event.skipped.sum(1),

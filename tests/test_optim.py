@@ -1,0 +1,170 @@
+"""The Lipschitz optimizer variants on the real network and trainer (digits, CPU)."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from dagstudy.cli import main
+from dagstudy.config import TrainConfig
+from dagstudy.losses import cross_entropy
+from dagstudy.model.dagnet import DagNet
+from dagstudy.model.topology import build_topology
+from dagstudy.optim import VARIANTS
+from dagstudy.optim.base import Problem
+from dagstudy.train import build_model, load_data, train
+
+CPU = torch.device("cpu")
+LIPSCHITZ_VARIANTS = ["fullbatch-ista", "fista", "lipschitz-minibatch"]
+DIGITS = dict(dataset="digits", topology="dag", depth=4, width=32)
+
+
+def run(config: TrainConfig, seeds: list[int], on_epoch=None):
+    return train(config, seeds, load_data(config, seeds, CPU), CPU, on_epoch)
+
+
+def test_chunked_full_gradient_equals_one_big_batch_in_float64():
+    config = TrainConfig(dataset="digits", topology="dag", depth=3, width=8)
+    data = load_data(config, [0, 1], CPU)
+    data = dataclasses.replace(data, x=data.x.double(), mean=data.mean.double(),
+                               std=data.std.double())
+    topo = build_topology("dag", data.d_in, 8, 3, [0, 1])
+    model = DagNet(topo, data.n_classes, [0, 1], dtype=torch.float64)
+    chunked = Problem(model, data, cross_entropy, 64, chunk_size=97)  # 97 does not divide n
+    chunked.full_gradient()
+    grads = [p.grad.clone() for p in model.parameters()]
+    Problem(model, data, cross_entropy, 64).backward(data.train_idx)  # one batch of everything
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=0, atol=1e-6)
+        assert g.abs().max() > 1e-4
+
+
+def test_lipschitz_minibatch_rate_is_c_b_over_n_L_and_momentum_carries_across_passes():
+    config = TrainConfig(dataset="digits", topology="dag", depth=2, width=8)
+    data = load_data(config, [0, 1], CPU)
+    states = {}
+    for reset in (False, True):
+        model = build_model(config, data.d_in, data.n_classes, [0, 1])
+        problem = Problem(model, data, cross_entropy, 50)
+        hp = VARIANTS["lipschitz-minibatch"].Params(c=0.5, reset_momentum=reset)
+        variant = VARIANTS["lipschitz-minibatch"](problem.params, 1.0, hp)
+        stats = variant.run_pass(problem)
+        L = stats["lipschitz"]
+        torch.testing.assert_close(stats["rate"], 0.5 * 50 / (problem.n_train * L))
+        after_one = [p.detach().clone() for p in problem.params]
+        variant.run_pass(problem)
+        states[reset] = after_one, [p.detach().clone() for p in problem.params]
+    for a, b in zip(states[False][0], states[True][0]):
+        assert torch.equal(a, b)  # pass 1 starts from zero momentum either way
+    assert any(not torch.equal(a, b) for a, b in zip(states[False][1], states[True][1]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", LIPSCHITZ_VARIANTS)
+def test_each_variant_reaches_90_percent_on_digits_within_60_passes(optimizer):
+    class Reached(Exception):
+        pass
+
+    def check(row):
+        acc = row["test_accuracy"]
+        if sum(acc) / len(acc) >= 0.90:
+            raise Reached(row["epoch"])
+
+    with pytest.raises(Reached) as reached:
+        run(TrainConfig(**DIGITS, optimizer=optimizer, epochs=60), [0, 1], check)
+    assert reached.value.args[0] <= 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", LIPSCHITZ_VARIANTS)
+def test_each_variant_trains_with_squared_error(optimizer):
+    result = run(TrainConfig(**DIGITS, optimizer=optimizer, loss="mse", epochs=4), [0])
+    losses = [e[0] for e in result.curves["train_loss"]]
+    acc = [e[0] for e in result.curves["test_accuracy"]]
+    assert result.status == ["ok"] and losses[-1] < 0.6 * losses[0]
+    assert all(b < a for a, b in zip(losses, losses[1:])) and acc[-1] > acc[0] + 0.1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", LIPSCHITZ_VARIANTS)
+def test_seed_in_population_equals_seed_alone(optimizer):
+    config = TrainConfig(**DIGITS, optimizer=optimizer, epochs=3, jitter_spread=0.2,
+                         grad_floor=1e-3, grad_floor_hysteresis=True,
+                         optimizer_params={"restart": "gradient-neuron"}
+                         if optimizer == "fista" else {})
+    pop, alone = run(config, [0, 1]), run(config, [1])
+    for name in ("train_loss", "lipschitz", "backtracks", "last_layer_grad_ratio"):
+        got = [epoch[1] for epoch in pop.curves[name]]
+        want = [epoch[0] for epoch in alone.curves[name]]
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-6), name
+
+
+def _corrupt_seed_0(monkeypatch, how: str) -> None:
+    """Make the network of seed 0 (wherever it sits in the population) broken."""
+    import dagstudy.train
+
+    def build(config, d_in, n_classes, seeds):
+        model = build_model(config, d_in, n_classes, seeds)
+        if 0 in seeds:
+            with torch.no_grad():
+                i = seeds.index(0)
+                if how == "nan":
+                    model.weights[0][i, 0, 0] = float("nan")
+                else:  # huge readout weights: curvature far above the cap
+                    model.out_weight[i] *= 100.0
+        return model
+
+    monkeypatch.setattr(dagstudy.train, "build_model", build)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "optimizer, how, reason",
+    [("fullbatch-ista", "scale", "Lipschitz estimate exploded (L > cap 50) at epoch 1"),
+     ("fista", "nan", "non-finite loss or gradient"),
+     ("lipschitz-minibatch", "scale", "Lipschitz estimate exploded")],
+)
+def test_nan_or_exploding_lipschitz_ends_the_seed_and_others_continue(
+    monkeypatch, optimizer, how, reason
+):
+    _corrupt_seed_0(monkeypatch, how)
+    config = TrainConfig(**DIGITS, optimizer=optimizer, epochs=3,
+                         optimizer_params={"lipschitz_cap": 50.0})
+    result = run(config, [0, 1])
+    assert result.status == ["diverged", "ok"] and reason in result.reasons[0]
+    assert result.epochs == 3 and result.reasons[1] is None
+    alone = run(config, [1])
+    assert [e[1] for e in result.curves["train_loss"]] == pytest.approx(
+        [e[0] for e in alone.curves["train_loss"]], rel=1e-4)
+
+
+def test_cli_takes_the_new_flags(capsys):
+    code = main(["train", "--optimizer", "fista", "--optimizer-params",
+                 '{"restart": "gradient-neuron", "depth_scale": true, "l1": 1e-5}',
+                 "--jitter-spread", "0.1", "--grad-floor", "1e-3", "--grad-floor-hysteresis",
+                 "--stop-ratio", "0.5", "--stop-patience", "1", "--stop-on-ratio",
+                 "--depth", "2", "--width", "8", "--epochs", "3", "--seeds", "1",
+                 "--json", "--quiet"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["jitter_spread"] == 0.1 and out["config"]["grad_floor_hysteresis"]
+    for curve in ("lipschitz", "momentum", "restarts", "stuck_fraction",
+                  "last_layer_grad_ratio", "overfit_flag"):
+        assert len(out["curves"][curve]) == out["epochs"]
+    assert len(out["stop_epoch"]) == 1 and "overfit_epoch" in out
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [(["--optimizer", "fista", "--optimizer-params", '{"restart": "sometimes"}'],
+      "--optimizer-params"),
+     (["--optimizer", "fullbatch-ista", "--optimizer-params", '{"momentum": 0.9}'],
+      "--optimizer-params"),
+     (["--jitter-spread", "1.0"], "--jitter-spread"),
+     (["--grad-floor", "-1"], "--grad-floor")],
+)
+def test_bad_optimizer_input_is_one_line_naming_the_option(argv, flag, capsys):
+    assert main(["train", "--epochs", "1", "--quiet", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err

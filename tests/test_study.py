@@ -1,0 +1,317 @@
+"""Studies end to end on one local Ray (2 CPUs, with its dashboard for Ray jobs) shared by the
+module: run, pruning, failures, a worker crash, tracking failures, kill -9 + resume with queries
+from this process while a study runs, and a Ray job submission."""
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+from ray.util.state import list_tasks
+
+from dagstudy import best_configs, trials
+from dagstudy.config import TrainConfig
+from dagstudy.confirm import ArmJob
+from dagstudy.execute import counted, job_submission, ray_runner, run_study, submit
+from dagstudy.spec import load_spec, parse_spec, storage_for
+from dagstudy.tracking import TrackingWarning
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())
+TrialState = optuna.trial.TrialState
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+pytestmark = pytest.mark.slow
+
+
+def study_data(name: str, **changes) -> dict:
+    data = copy.deepcopy(SMOKE)
+    data.update(name=name, **changes)
+    return data
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray for the module; the venv first on PATH so Ray jobs find its ``python``."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("DAGSTUDY_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI", "DAGSTUDY_HOME",
+                    "RAY_ADDRESS"):
+            mp.delenv(var, raising=False)
+        mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        ctx = ray.init(address="local", num_cpus=2, include_dashboard=True,
+                       dashboard_host="127.0.0.1", dashboard_port=0, log_to_driver=False,
+                       logging_level="WARNING")
+        yield {"gcs": ctx.address_info["gcs_address"], "dashboard": f"http://{ctx.dashboard_url}"}
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """One run directory (one Optuna and one MLflow database) for every study of the module."""
+    return tmp_path_factory.mktemp("runs")
+
+
+def child_runs(storage, study: str) -> tuple[object, list]:
+    mlflow.set_tracking_uri(storage.mlflow)
+    runs = mlflow.search_runs(experiment_names=[study], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(runs) - 1
+    return parent, children
+
+
+def test_smoke_end_to_end(cluster, run_dir):
+    spec = load_spec(ROOT / "studies" / "smoke.yaml")
+    start = time.perf_counter()
+    study = run_study(spec, run_dir=run_dir)
+    assert time.perf_counter() - start < 120
+    assert [t.state in FINISHED for t in study.trials] == [True] * spec.budget.trials
+    assert any(t.state == TrialState.COMPLETE for t in study.trials)
+
+    storage = storage_for(spec, run_dir)
+    parent, children = child_runs(storage, "smoke")
+    assert sorted(int(r.data.tags["dagstudy.trial"]) for r in children) == list(range(10))
+    client = MlflowClient(storage.mlflow)
+    for run in children:
+        trial = study.trials[int(run.data.tags["dagstudy.trial"])]
+        assert run.info.run_id == trial.user_attrs["mlflow_run_id"]
+        assert run.data.tags["dagstudy.state"] == trial.state.name
+        assert run.data.tags["dagstudy.study"] == "smoke"
+        expected_ideas = {"dag": "DAG-DENSE", "fanin": "DAG-FANIN"}.get(trial.params["topology"])
+        assert run.data.tags["dagstudy.ideas"] == (expected_ideas or "")
+        epochs = len(trial.intermediate_values)
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert steps == list(range(1, epochs + 1))
+        assert len(client.get_metric_history(run.info.run_id, "train_loss/seed_1")) == epochs
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"learning_curves.png", "dead_fraction.png", "config.json",
+                "results.json"} <= artifacts
+        if trial.state == TrialState.COMPLETE:
+            assert run.info.status == "FINISHED" and epochs == spec.epochs
+            assert run.data.metrics["objective"] == pytest.approx(trial.value)
+    assert {"optimization_history.png", "param_importances.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
+
+    best = best_configs("smoke", storage=storage.optuna)
+    assert best.number[0] == study.best_trial.number
+    assert best.objective[0] == study.best_value
+    assert best.mlflow_run_id[0] == study.best_trial.user_attrs["mlflow_run_id"]
+    TrainConfig(**best.config[0])
+
+
+def test_median_pruner_prunes_absurd_learning_rate(cluster, run_dir):
+    data = study_data(
+        "pruning", epochs=5, budget={"trials": 6}, max_concurrent=1,
+        search={"lr": [1.0e-2, 1.0e-7]}, base={"topology": "dag", "depth": 2, "width": 16},
+        sampler={"name": "random", "seed": 2},  # draws good, good, good, absurd, good, good
+        pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0})
+    study = run_study(parse_spec(data), run_dir=run_dir)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, [(t.state, t.params) for t in study.trials]
+    assert all(t.params["lr"] == 1e-7 for t in pruned)
+    assert all(max(t.intermediate_values) < 5 for t in pruned)
+    assert all("pruned by the median pruner" in t.user_attrs["failure_reason"] for t in pruned)
+
+
+def test_diverging_trial_fails_and_study_finishes(cluster, run_dir):
+    data = study_data(
+        "diverging", epochs=3, budget={"trials": 4}, search={"lr": [1.0e-2, 1.0e4]},
+        base={"optimizer": "sgd", "depth": 2, "width": 16, "divergence_loss": 10.0},
+        sampler={"name": "random", "seed": 0}, pruner={"name": "none"})
+    spec = parse_spec(data)
+    study = run_study(spec, run_dir=run_dir)
+    assert len(study.trials) == 4 and all(t.state in FINISHED for t in study.trials)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed and all(t.params["lr"] == 1e4 for t in failed)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials if t.params["lr"] == 1e-2)
+    for t in failed:
+        reason = t.user_attrs["failure_reason"]
+        assert reason.startswith("seed 0: ")
+        assert "non-finite" in reason or "> divergence_loss" in reason
+    _, children = child_runs(storage_for(spec, run_dir), "diverging")
+    failed_runs = [r for r in children if r.info.status == "FAILED"]
+    assert len(failed_runs) == len(failed)
+    assert all(r.data.tags["failure_reason"].startswith("seed 0: ") for r in failed_runs)
+
+
+def test_raising_trials_fail_with_reason(cluster, run_dir, tmp_path):
+    data = study_data("raising", budget={"trials": 2}, search={"lr": [1.0e-2]},
+                      base={"dataset": "mnist", "data_dir": str(tmp_path / "missing")},
+                      dataset="mnist")
+    study = run_study(parse_spec(data), run_dir=run_dir)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
+    assert all(t.user_attrs["failure_reason"].startswith("DataError: ") for t in study.trials)
+
+
+def test_tracking_failures_never_fail_trials(cluster, run_dir, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("artifact store is full")
+
+    monkeypatch.setattr(MlflowClient, "log_artifacts", broken)
+    data = study_data("untracked", budget={"trials": 2}, search={"lr": [1.0e-2]})
+    with pytest.warns(TrackingWarning, match="artifact store is full"):
+        study = run_study(parse_spec(data), run_dir=run_dir)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+
+
+def test_worker_crash_is_retried_once(cluster, run_dir):
+    data = study_data("crash", epochs=40, budget={"trials": 1}, search={"lr": [1.0e-3]},
+                      base={"topology": "dag", "depth": 4, "width": 64},
+                      pruner={"name": "none"})
+    spec = parse_spec(data)
+    box = {}
+    driver = threading.Thread(target=lambda: box.update(study=run_study(spec, run_dir=run_dir)))
+    driver.start()
+    url = storage_for(spec, run_dir).optuna
+    pid = None
+    deadline = time.monotonic() + 60
+    while pid is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        df = trials("crash", storage=url) if _exists("crash", url) else None
+        if df is None or df.empty:
+            continue
+        running = list_tasks(address=cluster["dashboard"], filters=[("state", "=", "RUNNING")],
+                             detail=True)
+        tasks = [t for t in running if "train_trial" in t.name]
+        trial = optuna.load_study(study_name="crash", storage=url).trials[0]
+        if tasks and trial.intermediate_values:
+            pid = tasks[0].worker_pid
+    assert pid, "the trial never started"
+    os.kill(pid, signal.SIGKILL)
+    driver.join(timeout=120)
+    assert not driver.is_alive()
+    (trial,) = box["study"].trials
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs
+    assert sorted(trial.intermediate_values) == list(range(1, 41))
+
+
+def _exists(name: str, url: str) -> bool:
+    return name in optuna.get_all_study_names(url)
+
+
+def test_kill_driver_then_resume(cluster, run_dir, tmp_path):
+    name = "resumable"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study_data(
+        name, epochs=8, budget={"trials": 8}, search={"lr": {"low": 1e-3, "high": 3e-2}},
+        base={"topology": "dag", "depth": 3, "width": 32}, pruner={"name": "none"},
+        sampler={"name": "random", "seed": 0})))
+    url = storage_for(parse_spec(yaml.safe_load(path.read_text())), run_dir).optuna
+    cmd = [sys.executable, "-m", "dagstudy.cli"]
+    where = ["--run-dir", str(run_dir), "--address", cluster["gcs"]]
+    log_path = tmp_path / "run.log"
+    complete_counts = []
+
+    def poll():  # a second process (this one) queries the study while it runs
+        df = trials(name, storage=url)
+        complete_counts.append(int((df.state == "COMPLETE").sum()))
+        return df
+
+    with log_path.open("w") as log:
+        driver = subprocess.Popen([*cmd, "run", str(path), *where], stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 150
+            while True:
+                assert driver.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "no trial completed in time"
+                if _exists(name, url):
+                    df = poll()
+                    if complete_counts[-1] >= 2 and (df.state == "RUNNING").any():
+                        break
+                time.sleep(0.3)
+        finally:
+            driver.kill()  # SIGKILL: no cleanup at all
+            driver.wait()
+        done = df[df.state == "COMPLETE"]
+        assert done.objective.notna().all() and done.val_accuracy_mean.notna().all()
+        stale = trials(name, storage=url).query("state == 'RUNNING'").number.tolist()
+        assert stale
+
+        resumed = subprocess.Popen([*cmd, "resume", name, *where], stdout=log, stderr=log)
+        try:
+            while resumed.poll() is None:
+                assert time.monotonic() < deadline + 150, "resume did not finish in time"
+                poll()
+                time.sleep(0.3)
+        finally:
+            if resumed.poll() is None:
+                resumed.kill()
+            resumed.wait()
+    assert resumed.returncode == 0, log_path.read_text()
+    poll()
+    assert complete_counts == sorted(complete_counts)  # COMPLETE never decreased
+
+    study = optuna.load_study(study_name=name, storage=url)
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    assert counted(study) == 8
+    assert not [t for t in study.trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    for number in stale:
+        old = study.trials[number]
+        assert old.state == TrialState.FAIL and old.user_attrs["failure_reason"] == "driver died"
+        (rerun,) = [t for t in study.trials if t.user_attrs.get("requeued_from") == number]
+        assert rerun.params == old.params and rerun.state == TrialState.COMPLETE
+
+    _, children = child_runs(storage_for(None, run_dir), name)
+    tags = [r.data.tags["dagstudy.trial"] for r in children]
+    assert len(tags) == len(set(tags)) == len(study.trials)
+    for run in children:
+        if int(run.data.tags["dagstudy.trial"]) in stale:
+            assert run.info.status == "FAILED"
+            assert run.data.tags["failure_reason"] == "driver died"
+
+
+def test_job_submission_runtime_env(tmp_path):
+    kwargs = job_submission(ROOT / "studies" / "smoke.yaml", tmp_path, run_dir="/data/runs",
+                            trials=3)
+    assert kwargs["entrypoint"] == ("python -m dagstudy.cli run smoke.yaml "
+                                    "--run-dir /data/runs --trials 3")
+    env = kwargs["runtime_env"]
+    assert env["working_dir"] == str(tmp_path) and (tmp_path / "smoke.yaml").exists()
+    (package,) = env["py_modules"]
+    assert Path(package) == ROOT / "dagstudy" and (Path(package) / "execute.py").exists()
+
+
+def test_submit_to_local_cluster(cluster, run_dir, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    path = tmp_path / "submitted.yaml"
+    path.write_text(yaml.safe_dump(study_data("submitted", epochs=1, budget={"trials": 2},
+                                              search={"lr": [1.0e-2]})))
+    job_id = submit(path, cluster["dashboard"], run_dir=str(run_dir))
+    client = JobSubmissionClient(cluster["dashboard"])
+    deadline = time.monotonic() + 180
+    while (status := client.get_job_status(job_id)) not in {
+            JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, client.get_job_logs(job_id)
+        time.sleep(1)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs
+    assert "study submitted: 2 complete" in logs
+    study = optuna.load_study(study_name="submitted", storage=storage_for(None, run_dir).optuna)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+
+
+def test_ray_runner_runs_confirm_jobs(cluster):
+    config = TrainConfig(dataset="digits", depth=1, width=8, epochs=1, probe_size=64)
+    jobs = [ArmJob("DAG-DENSE", arm, config.model_copy(update={"topology": topo}), (0, 1))
+            for arm, topo in (("control", "layered"), ("treatment", "dag"))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        results = dict((job.arm, result) for job, result in ray_runner()(jobs))
+    assert set(results) == {"control", "treatment"}
+    assert results["treatment"]["config"]["topology"] == "dag"
+    assert results["control"]["seeds"] == [0, 1]
