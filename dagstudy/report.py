@@ -17,6 +17,7 @@ import base64
 import html
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,9 @@ def _seed_mean(epoch_values: list) -> Any:
     """Mean over seeds of one epoch's per-seed values (scalars or per-block lists)."""
     arr = np.asarray([[np.nan if x is None else x for x in v] if isinstance(v, list)
                       else (np.nan if v is None else v) for v in epoch_values], float)
-    return np.nanmean(arr, axis=0)
+    with warnings.catch_warnings():  # an epoch where no seed has a value (no revival event)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(arr, axis=0)
 
 
 def _diagnostics(idea: str, names: list[str], arms: dict[str, dict], path: Path) -> bool:
@@ -126,10 +129,11 @@ def _diagnostics(idea: str, names: list[str], arms: dict[str, dict], path: Path)
                 ax.plot(range(len(last)), last, "o-", label=arm)
                 ax.set_xlabel("block (last epoch)")
             else:
-                ax.plot(range(1, len(curve) + 1), [_seed_mean(e) for e in curve], label=arm)
+                ax.plot(range(1, len(curve) + 1), [_seed_mean(e) for e in curve], ".-", label=arm)
                 ax.set_xlabel("epoch")
         ax.set_title(name)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle(idea)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
