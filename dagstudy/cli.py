@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -69,7 +70,7 @@ def _add_train(sub) -> None:
     p.add_argument("--grad-floor-hysteresis", action="store_true",
                    help="use the floored gradient only where it keeps a weight's direction")
     p.add_argument("--stuck-threshold", type=float, default=d.stuck_threshold,
-                   help="stuck_fraction counts |w| below this (default: --grad-floor)")
+                   help="stuck_fraction counts |w| below this (GRAD-FLOOR's diagnostic)")
     p.add_argument("--stop-ratio", type=float, default=d.stop_ratio,
                    help="OPT-STOP: last-layer pass gradient / first pass's threshold")
     p.add_argument("--stop-patience", type=int, default=d.stop_patience)
@@ -148,28 +149,72 @@ def _add_confirm(sub) -> None:
     p.add_argument("--ideas", default=None, help="comma list of idea IDs (default: all in file)")
     p.add_argument("--seeds", type=int, default=None, help="paired seeds (overrides the file)")
     p.add_argument("--out", default=None, help="report directory (default: under the run dir)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
+    p.add_argument("--local", action="store_true", help="train in this process, without Ray")
+    p.add_argument("--run-dir", default=None, help="local store (default $DAGSTUDY_HOME or "
+                   "./dagstudy-runs)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.set_defaults(run=_cmd_confirm)
+
+    p = sub.add_parser("report", help="regenerate a confirmation report from MLflow alone")
+    p.add_argument("run_id", help="the confirmation's MLflow parent run id")
+    p.add_argument("--out", default=None, help="report directory (default: under the run dir)")
+    p.add_argument("--run-dir", default=None)
+    p.set_defaults(run=_cmd_report)
 
 
 def _cmd_confirm(args) -> int:
     import time
-    from pathlib import Path
+
+    import ray
 
     from dagstudy.confirm import local_runner
     from dagstudy.confirm_cli import ConfirmInputError, load_spec, parse_ideas, run_confirmation
+    from dagstudy.execute import connect_ray, ray_runner
+    from dagstudy.spec import run_dir_for, storage_for
+    from dagstudy.tracking import Tracker
 
     try:
         if args.seeds is not None and args.seeds < 2:
             raise ConfirmInputError("--seeds: must be >= 2 (10 or more for a verdict)")
         spec = load_spec(args.file, args.seeds)
         ideas = parse_ideas(args.ideas, spec)
-        runner = local_runner(args.device)
+        if args.device != "auto" and not args.device.startswith(("cpu", "cuda")):
+            raise ConfirmInputError(f"--device: {args.device!r} (allowed: auto, cpu, cuda[:N])")
     except ValueError as e:
         raise UsageError(str(e)) from None
+    storage = storage_for(None, args.run_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else Path("dagstudy-runs") / "confirm" / f"{spec.name}-{stamp}"
-    run_confirmation(spec, ideas, runner, out)
+    out = (Path(args.out) if args.out
+           else run_dir_for(args.run_dir) / "confirm" / f"{spec.name}-{stamp}")
+    tracker = Tracker(storage.mlflow, f"confirm-{spec.name}", artifact_location=storage.artifacts,
+                      settings=spec.model_dump())
+    started = False
+    if args.local:
+        runner = local_runner(args.device)
+    else:
+        started = connect_ray(args.address)
+        runner = ray_runner(device=args.device)
+    try:
+        run_confirmation(spec, ideas, runner, out, tracker)
+    finally:
+        if started:
+            ray.shutdown()
+    print(f"mlflow parent run: {tracker.parent_run_id}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from dagstudy.confirm_cli import regenerate
+    from dagstudy.spec import run_dir_for, storage_for
+
+    storage = storage_for(None, args.run_dir)
+    out = Path(args.out) if args.out else run_dir_for(args.run_dir) / "report" / args.run_id
+    try:
+        files = regenerate(storage.mlflow, args.run_id, out)
+    except Exception as e:  # MLflow's own errors for an unknown run id or missing artifact
+        raise UsageError(f"run_id: no confirmation report for {args.run_id!r} ({e})") from None
+    print("\n".join(str(f) for f in files))
     return 0
 
 

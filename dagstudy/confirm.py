@@ -367,6 +367,16 @@ def confirm(
                    [analyses[e.idea] for e in experiments], results, look)
 
 
+def reanalyse(spec: ConfirmSpec, results: dict[str, dict[str, dict]],
+              verdicts: list[dict[str, Any]], looks: int) -> Outcome:
+    """An ``Outcome`` rebuilt from stored per-arm results and verdicts (``dagstudy report``):
+    the analyses are recomputed (deterministic: seeded bootstrap), the verdicts are the ones
+    issued at the time, so a sequential run keeps each idea's verdict from its deciding look."""
+    experiments = [e for e in plan(spec) if e.idea in results]
+    analyses = [analyse(e, results[e.idea], spec) for e in experiments]
+    return Outcome([stats.Verdict(**v) for v in verdicts], analyses, results, looks)
+
+
 def _run_deduplicated(runner: Runner, jobs: list[ArmJob]):
     """Run each distinct (config, seeds) once and hand its result to every job that asked."""
     unique: dict[str, ArmJob] = {}

@@ -25,8 +25,10 @@ from dagstudy.confirm import (
     analyse,
     confirm,
     plan,
+    reanalyse,
 )
 from dagstudy.report import TABLE_HEAD, table_line, verdict_rows, write_report
+from dagstudy.tracking import Tracker, download_confirmation, log_arm, log_report
 
 
 class ConfirmInputError(ValueError):
@@ -102,15 +104,36 @@ class Progress:
                   flush=True)
 
 
-def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Path) -> Outcome:
+def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Path,
+                     tracker: Tracker | None = None) -> Outcome:
+    """Run, print the verdict table, write the report to ``out`` and, with a ``tracker``, one
+    MLflow run per arm (tags: idea, arm, seeds) under a parent run holding the report."""
     experiments = [e for e in plan(spec) if ideas is None or e.idea in ideas]
     progress = Progress(experiments, spec)
-    outcome = confirm(spec, runner, ideas=ideas, on_result=progress.arm)
+
+    def on_result(job: ArmJob, result: dict) -> None:
+        progress.arm(job, result)
+        if tracker is not None:
+            log_arm(tracker, job.idea, job.arm, result)
+
+    outcome = confirm(spec, runner, ideas=ideas, on_result=on_result)
     print(f"\n{TABLE_HEAD}")
     for row in verdict_rows(outcome):
         print(table_line(row))
     write_report(spec, outcome, out)
-    (out / "confirmation.json").write_text(json.dumps(
-        {"spec": spec.model_dump(), "ideas": ideas, "results": outcome.results}))
+    (out / "confirmation.json").write_text(json.dumps({
+        "spec": spec.model_dump(), "results": outcome.results, "looks": outcome.looks,
+        "verdicts": [v.to_dict() for v in outcome.verdicts]}))
+    if tracker is not None:
+        log_report(tracker, out)
     print(f"\nreport: {out / 'report.md'}  ({out / 'report.html'})")
     return outcome
+
+
+def regenerate(tracking_uri: str, run_id: str, out: Path) -> list[Path]:
+    """Rewrite a confirmation's report from its MLflow parent run alone."""
+    out.mkdir(parents=True, exist_ok=True)
+    saved = json.loads(download_confirmation(tracking_uri, run_id, out).read_text())
+    spec = ConfirmSpec(**saved["spec"])
+    outcome = reanalyse(spec, saved["results"], saved["verdicts"], saved["looks"])
+    return write_report(spec, outcome, out)

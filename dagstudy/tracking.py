@@ -3,7 +3,8 @@ child run per trial (tag ``mlflow.parentRunId``). Only the driver logs (``execut
 
 A child run is created when its trial is launched (params and tags: study, trial number, idea
 IDs touched) and completed when the trial ends, with per-epoch metrics (mean over seeds as
-``<metric>``, each seed as ``<metric>/seed_<s>``, step = epoch), final metrics, the tags
+``<metric>``, each seed as ``<metric>/seed_<s>``, step = epoch), final metrics (``objective``,
+``final_<metric>_mean`` / ``_std``, ``trial_<params|wall_seconds|report_seconds|...>``), the tags
 ``dagstudy.state`` and ``failure_reason``, and artifacts: ``config.json`` (the resolved
 ``TrainConfig``, Optuna params, seeds), ``results.json`` (the per-seed ``TrialResult``, or the
 per-epoch rows of a pruned or failed trial) and the PNG plots ``learning_curves.png`` and
@@ -50,7 +51,8 @@ class TrialRecord:
     """What the driver knows about a finished trial.
 
     ``state``: ``COMPLETE``, ``PRUNED`` or ``FAIL``; ``rows``: the trainer's per-epoch rows
-    (``on_epoch``); ``result``: ``TrialResult.to_dict()`` when training returned, else None.
+    (``on_epoch``); ``result``: ``TrialResult.to_dict()`` when training returned, else None;
+    ``report_seconds``: the worker's time spent reporting to Optuna (None if it died).
     """
 
     number: int
@@ -62,6 +64,7 @@ class TrialRecord:
     result: dict[str, Any] | None
     objective: float | None
     reason: str | None
+    report_seconds: float | None
 
 
 def ideas_touched(config: dict[str, Any]) -> list[str]:
@@ -124,7 +127,8 @@ def epoch_metrics(rows: list[dict[str, Any]], seeds: list[int], timestamp: int) 
 
 
 def final_metrics(record: TrialRecord, timestamp: int) -> list[Metric]:
-    values: dict[str, float | None] = {"objective": record.objective}
+    values: dict[str, float | None] = {"objective": record.objective,
+                                       "trial_report_seconds": record.report_seconds}
     if record.result is not None:
         for m in FINAL_METRICS:
             values[f"final_{m}_mean"] = record.result[m]["mean"]
@@ -196,21 +200,22 @@ def plot_history(study: optuna.Study, path: Path) -> None:
 class Tracker:
     """One study's MLflow records (see the module docstring). A new experiment stores its
     artifacts under ``artifact_location/<study>`` (None: the tracking server decides).
-    ``parent_run_id`` resumes an existing parent run; otherwise one is created. If MLflow
-    cannot be reached at all, the tracker warns once and every method does nothing."""
+    ``parent_run_id`` resumes an existing parent run; otherwise one is created with the study's
+    ``settings`` (the spec as JSON) as params (all but the search space) and as ``study.json``.
+    If MLflow cannot be reached at all, the tracker warns once and every method does nothing."""
 
     def __init__(self, tracking_uri: str, study: str, *, artifact_location: str | None = None,
-                 parent_run_id: str | None = None, params: dict[str, Any] | None = None):
+                 parent_run_id: str | None = None, settings: dict[str, Any] | None = None):
         self.study = study
         self.client: MlflowClient | None = MlflowClient(tracking_uri)
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
-        self._open(artifact_location, parent_run_id, params or {})
+        self._open(artifact_location, parent_run_id, settings or {})
         if self.parent_run_id is None:
             self.client = None
 
     @_guarded
-    def _open(self, artifact_location: str | None, parent_run_id: str | None, params: dict):
+    def _open(self, artifact_location: str | None, parent_run_id: str | None, settings: dict):
         client = self.client
         experiment = client.get_experiment_by_name(self.study)
         if experiment is None:
@@ -225,7 +230,9 @@ class Tracker:
             return
         run = client.create_run(self.experiment_id, run_name=self.study,
                                 tags={"dagstudy.study": self.study, "dagstudy.role": "study"})
-        self._log(run.info.run_id, params=_flat("", params))
+        params = _flat("", {k: v for k, v in settings.items() if k != "search"})
+        self._log(run.info.run_id, params=params)
+        client.log_dict(run.info.run_id, settings, "study.json")
         self.parent_run_id = run.info.run_id
 
     def _log(self, run_id: str, metrics=(), params: dict | None = None,
@@ -317,3 +324,50 @@ def ui_command(storage: Storage, port: int = 5000) -> list[str]:
     if storage.artifacts:
         cmd += ["--default-artifact-root", storage.artifacts]
     return cmd
+
+
+def rows_from_result(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trainer's per-epoch rows (``on_epoch`` form) rebuilt from ``TrialResult`` curves."""
+    curves = result.get("curves", {})
+    epochs = max((len(c) for c in curves.values()), default=0)
+    return [{"epoch": e + 1, **{k: c[e] for k, c in curves.items() if e < len(c)}}
+            for e in range(epochs)]
+
+
+@_guarded
+def log_arm(tracker: Tracker, idea: str, arm: str, result: dict[str, Any]) -> str:
+    """One confirmation arm as a child run of the confirmation's parent run, tagged with the
+    idea ID, the arm and the seeds; metrics per epoch and final, ``results.json`` artifact."""
+    client = tracker.client
+    seeds = result["seeds"]
+    tags = {"mlflow.parentRunId": tracker.parent_run_id, "dagstudy.idea": idea,
+            "dagstudy.arm": arm, "dagstudy.seeds": ",".join(map(str, seeds)),
+            "dagstudy.role": "arm"}
+    run = client.create_run(tracker.experiment_id, run_name=f"{idea}/{arm}", tags=tags)
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    metrics = epoch_metrics(rows_from_result(result), seeds, now)
+    for name in FINAL_METRICS:
+        s = result.get(name, {})
+        if s.get("mean") is not None:
+            metrics.append(Metric(f"final_{name}_mean", s["mean"], now, 0))
+    tracker._log(run_id, metrics=metrics, params=_flat("", result["config"]))
+    client.log_dict(run_id, result, "results.json")
+    failed = any(st != "ok" for st in result.get("status", []))
+    if failed:
+        client.set_tag(run_id, "failure_reason", "; ".join(r for r in result["reasons"] if r))
+    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    return run_id
+
+
+@_guarded
+def log_report(tracker: Tracker, out_dir: Path) -> None:
+    """The report directory (and ``confirmation.json``) into the parent run, which ends."""
+    tracker.client.log_artifacts(tracker.parent_run_id, str(out_dir))
+    tracker.client.set_terminated(tracker.parent_run_id, status="FINISHED")
+
+
+def download_confirmation(tracking_uri: str, run_id: str, dst: Path) -> Path:
+    """``confirmation.json`` of a confirmation's parent run, fetched from MLflow into ``dst``."""
+    client = MlflowClient(tracking_uri)
+    return Path(client.download_artifacts(run_id, "confirmation.json", str(dst)))
