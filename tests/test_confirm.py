@@ -103,3 +103,50 @@ def test_sequential_mode_adds_seeds_only_to_open_ideas():
     assert outcome.looks == 2
     assert seeds["OPT-JITTER"] == 10
     assert np.isfinite([v.p for v in outcome.verdicts]).all()
+
+
+def test_confirm_cli_end_to_end_with_mlflow(tmp_path, capsys):
+    """Three ideas through Ray: report files, one MLflow run per arm with idea tags, and the
+    report regenerated from MLflow alone has the same verdicts."""
+    import mlflow
+
+    from dagstudy.cli import main
+
+    study = tmp_path / "c.yaml"
+    study.write_text(json.dumps({
+        "name": "e2e", "seeds": 4, "n_resamples": 500,
+        "base": {**BASE, "epochs": 2},
+        "ideas": {
+            "OPT-FULLBATCH": {"treatment": {"lr": 5.0}},
+            "OPT-JITTER": {"treatment": {}},
+            "DAG-DENSE": {"control": {"topology": "layered"}, "treatment": {"topology": "dag"}},
+        },
+    }))
+    out, run_dir = tmp_path / "out", tmp_path / "runs"
+    assert main(["confirm", str(study), "--run-dir", str(run_dir), "--out", str(out)]) == 0
+    assert {"report.md", "report.html", "verdicts.json", "forest.png"} <= {
+        p.name for p in out.iterdir()}
+    parent = capsys.readouterr().out.strip().splitlines()[-1].split()[-1]
+
+    mlflow.set_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["confirm-e2e"])
+    arms = runs[runs["tags.dagstudy.role"] == "arm"]
+    assert sorted(zip(arms["tags.dagstudy.idea"], arms["tags.dagstudy.arm"])) == sorted(
+        (i, a) for i in ("OPT-FULLBATCH", "OPT-JITTER", "DAG-DENSE")
+        for a in ("control", "treatment"))
+    assert (arms["tags.mlflow.parentRunId"] == parent).all()
+
+    regen = tmp_path / "regen"
+    assert main(["report", parent, "--run-dir", str(run_dir), "--out", str(regen)]) == 0
+    assert json.loads((regen / "verdicts.json").read_text()) == json.loads(
+        (out / "verdicts.json").read_text())
+
+
+def test_corollaries_file_plans_all_fourteen_ideas():
+    from pathlib import Path
+
+    from dagstudy.confirm import IDEA_IDS
+    from dagstudy.confirm_cli import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "studies" / "corollaries.yaml")
+    assert sorted(spec.ideas) == sorted(IDEA_IDS) and spec.seeds >= 10
