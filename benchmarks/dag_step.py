@@ -29,14 +29,15 @@ What is measured (float32, on one device: CUDA when present unless ``--device cp
    builds it: one optimizer over the population vs. one per sequential net). Every step starts
    with ``zero_grad`` (set to None), as training does.
 
-How: each callable is warmed up (3 calls), then the callables of one group run round-robin for
-``repeats`` rounds (9; 3 with ``--quick``; a group stops early, after at least 3 rounds, once it
-has run 18 s, 2 s with ``--quick``). A round takes the median of ``k`` back-to-back calls of each
-callable (``k`` sized to ~0.06 s, 3..50); a callable's time is the lowest of its medians. CUDA is
-synchronised after every call. Short interleaved chunks expose all callables of a group to the
-same bursts of load from other processes; shared machines still drift by tens of percent between
-runs, so read the ratios. The noise line gives the in-run spread ((max - min) / min of each
-callable's medians).
+How: each callable is warmed up (3 calls). A group's callables are then timed in ``repeats``
+rounds (9; 3 with ``--quick``; a group stops early, after at least 3 rounds, once it has run
+18 s, 2 s with ``--quick``). A round is ``k`` sweeps that call every callable of the group once
+(order rotated; ``k`` sized so a round takes ~0.3 s, 0.1 s with ``--quick``, 3..50) and gives
+each callable the median of its ``k`` calls; a callable's time is the lowest of its medians.
+CUDA is synchronised after every call. Interleaving call by call exposes all callables of a
+group to the same load from other processes, so the ratios hold up better than the absolute
+times, which drift by tens of percent between runs on shared machines. The last line gives the
+in-run spread ((max - min) / min of each callable's medians) and the load average.
 """
 
 from __future__ import annotations
@@ -96,16 +97,21 @@ class Bench:
         return time.perf_counter() - t0
 
     def run(self, fns: dict[str, Callable[[], object]]) -> dict[str, float]:
-        """Lowest of (up to) ``repeats`` medians per callable (seconds), timed round-robin."""
+        """Lowest of (up to) ``repeats`` medians per callable (seconds).
+
+        One median = ``k`` sweeps that call every callable once (order rotated per sweep), so
+        the callables of a group share the same stretch of machine load call by call.
+        """
         print(f"  [{time.strftime('%X')}] timing {', '.join(fns)}", file=sys.stderr)
-        calls = {}
-        for name, fn in fns.items():
+        est = 0.0
+        for fn in fns.values():
             for _ in range(2):
                 fn()
             self.sync()
-            est = self._once(fn)
-            calls[name] = max(3, min(50, round(self.target_s / max(est, 1e-6))))
-        medians: dict[str, list[float]] = {name: [] for name in fns}
+            est += self._once(fn)
+        k = max(3, min(50, round(self.target_s / max(est, 1e-6))))
+        names = list(fns)
+        medians: dict[str, list[float]] = {name: [] for name in names}
         gc.collect()
         gc.disable()
         t0 = time.perf_counter()
@@ -113,10 +119,13 @@ class Bench:
             for r in range(self.repeats):
                 if r >= min(3, self.repeats) and time.perf_counter() - t0 > self.group_budget_s:
                     break
-                for name, fn in fns.items():
-                    medians[name].append(
-                        statistics.median(self._once(fn) for _ in range(calls[name]))
-                    )
+                times: dict[str, list[float]] = {name: [] for name in names}
+                for sweep in range(k):
+                    shift = (r * k + sweep) % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        times[name].append(self._once(fns[name]))
+                for name in names:
+                    medians[name].append(statistics.median(times[name]))
         finally:
             gc.enable()
         self.rounds.append(min(len(m) for m in medians.values()))
@@ -340,7 +349,18 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def report(device, depths, pops, bench: Bench, gemm_n: int, elapsed: float) -> None:
+def load_note(load0: float | None) -> str:
+    """1-minute load average at start and end (this run adds ~its threads) vs. the cores."""
+    if load0 is None:
+        return ""
+    load1, cores = os.getloadavg()[0], torch.get_num_threads()
+    note = f" Load average (1 min) {load0:.1f} at start, {load1:.1f} at end, on {cores} cores."
+    if load0 > 1.0 or load1 > cores + 1.0:
+        note += " **Other processes competed for the cores: treat the absolute times as noise.**"
+    return note
+
+
+def report(device, depths, pops, bench: Bench, gemm_n: int, elapsed: float, load0) -> None:
     repeats, spreads = min(bench.rounds), bench.spreads
     threads = torch.get_num_threads() if device.type == "cpu" else "-"
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {threads} threads"
@@ -422,7 +442,7 @@ def report(device, depths, pops, bench: Bench, gemm_n: int, elapsed: float) -> N
     print(
         f"In-run noise: spread of the {repeats}+ medians per callable, (max - min) / min: "
         f"median {statistics.median(spreads):.0%}, max {max(spreads):.0%}. "
-        f"Total run time {elapsed:.0f} s."
+        f"Total run time {elapsed:.0f} s." + load_note(load0)
     )
 
 
@@ -439,14 +459,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(cores or 1)
     repeats = args.repeats or (3 if args.quick else 9)
     bench = Bench(
-        device, repeats, target_s=0.02 if args.quick else 0.06,
+        device, repeats, target_s=0.1 if args.quick else 0.3,
         group_budget_s=2.0 if args.quick else 18.0,
     )
     gemm_n = 8192 if device.type == "cuda" else 2048
     t0 = time.perf_counter()
+    load0 = os.getloadavg()[0] if device.type == "cpu" and hasattr(os, "getloadavg") else None
     depths = bench_depths(bench, device, gemm_n)
     pops = bench_population(bench, device)
-    report(device, depths, pops, bench, gemm_n, time.perf_counter() - t0)
+    report(device, depths, pops, bench, gemm_n, time.perf_counter() - t0, load0)
 
 
 if __name__ == "__main__":

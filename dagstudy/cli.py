@@ -288,39 +288,27 @@ def _study_spec(args):
 
 def _cmd_run(args) -> int:
     import logging
-    import signal
 
     spec = _study_spec(args) if args.command == "resume" else _load_study_spec(args.study)
     if args.trials is not None and args.trials < 1:
         raise UsageError("--trials: must be >= 1")
     import optuna
 
-    from dagstudy.execute import StudyError, progress_printer, run_study
+    from dagstudy.execute import StudyError, progress_printer, run_study, summary
     from dagstudy.spec import storage_for
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: re-queue
     try:
         study = run_study(spec, run_dir=args.run_dir, trials=args.trials, address=args.address,
                           num_cpus=args.num_cpus, resume=args.command == "resume",
                           progress=progress_printer())
     except StudyError as e:
         raise UsageError(str(e)) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C; SIGTERM (Ray's driver exits on it)
         print(f"\ninterrupted; continue with: dagstudy resume {spec.name}", file=sys.stderr)
-        return 130
-    storage = storage_for(spec, args.run_dir)
-    states = [t.state.name for t in study.get_trials(deepcopy=False)]
-    print(f"study {spec.name}: " + ", ".join(
-        f"{states.count(s)} {label}"
-        for s, label in (("COMPLETE", "complete"), ("PRUNED", "pruned"), ("FAIL", "failed"))))
-    if "COMPLETE" in states:
-        best = study.best_trial
-        print(f"best trial #{best.number}: {spec.objective.metric} {best.value:.4f}  "
-              f"params {json.dumps(best.params)}  "
-              f"mlflow run {best.user_attrs.get('mlflow_run_id')}")
-    print(f"optuna {storage.optuna}\nmlflow {storage.mlflow}")
+        return 130 if isinstance(e, KeyboardInterrupt) else 143
+    print(summary(study, spec, storage_for(spec, args.run_dir)))
     where = f" --run-dir {args.run_dir}" if args.run_dir else ""
     print(f"next: dagstudy best {spec.name}{where}   |   dagstudy ui{where}")
     return 0
@@ -375,8 +363,6 @@ def _cmd_best(args) -> int:
 
 
 def _cmd_ui(args) -> int:
-    import subprocess
-
     from dagstudy.spec import storage_for
     from dagstudy.tracking import ui_command
 
@@ -386,10 +372,8 @@ def _cmd_ui(args) -> int:
         return 0
     print(f"MLflow UI: http://127.0.0.1:{args.port}  (store {storage.mlflow}; Ctrl-C stops it)",
           flush=True)
-    try:
-        return subprocess.call(ui_command(storage, args.port))
-    except KeyboardInterrupt:
-        return 0
+    command = ui_command(storage, args.port)
+    os.execv(command[0], command)  # the UI replaces this process: signals reach it directly
 
 
 def build_parser() -> argparse.ArgumentParser:

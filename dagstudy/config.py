@@ -86,8 +86,8 @@ class TrainConfig(BaseModel):
     # hysteresis: only where that moves a weight the way its last update did. 0 = off.
     grad_floor: float = Field(0.0, ge=0.0)
     grad_floor_hysteresis: bool = False
-    # stuck_fraction curve: weights with |w| below this (default: grad_floor; off when both 0).
-    stuck_threshold: float | None = Field(None, gt=0.0)
+    # stuck_fraction curve (every run): weights with |w| below this; keep it equal across arms.
+    stuck_threshold: float = Field(0.01, gt=0.0)
     # OPT-STOP: the rule fires when the last layer's pass gradient / the first pass's stays below
     # stop_ratio for stop_patience passes (recorded always; ends the seed if stop_on_ratio).
     # Overfit flag: that ratio < stop_ratio and (val_loss - train_loss) / val_loss > overfit_gap.

@@ -24,15 +24,16 @@ FAILs that were re-queued (their params run again as a new trial, which counts i
 ``budget.wall_minutes`` stops launching trials that long after this driver started; trials
 already running finish. ``trials=`` (``--trials``) overrides ``budget.trials``.
 
-Resume (``resume_study``): trials left RUNNING by a dead driver are marked FAIL (reason
-``driver died``, their MLflow runs FAILED) and re-queued with the same params
-(``study.enqueue_trial``); finished trials are kept; then the loop runs to the budget. One
-driver per study at a time. Ctrl-C (or SIGTERM) cancels running trials, marks them FAIL
-(``interrupted``) and re-queues them, so ``resume`` picks them up.
+Resume (``run_study(spec, resume=True)``, ``dagstudy resume``): trials left RUNNING by a dead
+driver are marked FAIL (reason ``driver died``, their MLflow runs FAILED) and re-queued with the
+same params (``study.enqueue_trial``); finished trials are kept; then the loop runs to the
+budget. One driver per study at a time. Ctrl-C (or SIGTERM) cancels running trials, marks them
+FAIL (``interrupted``) and re-queues them, so ``resume`` picks them up.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -47,9 +48,10 @@ from typing import Any
 
 import optuna
 import ray
+from pydantic import ValidationError
 
 import dagstudy
-from dagstudy.config import TrainConfig
+from dagstudy.config import format_errors
 from dagstudy.query import param_importances
 from dagstudy.search import suggest
 from dagstudy.spec import Resources, Storage, StudySpec, open_storage, storage_for
@@ -67,7 +69,9 @@ _train_trial_task = ray.remote(train_trial)
 _train_job_task = ray.remote(train_job)
 
 
-def ray_runner(resources: Resources | None = None, device: str = "auto"):
+def ray_runner(
+    resources: Resources | None = None, device: str = "auto"
+) -> Callable[[list], Iterable[tuple[Any, dict[str, Any]]]]:
     """A ``confirm.Runner`` over Ray tasks: every job launched at once, each result yielded as
     it finishes. Connect Ray first (``connect_ray``)."""
     res = resources or Resources()
@@ -85,6 +89,7 @@ def ray_runner(resources: Resources | None = None, device: str = "auto"):
 
 
 def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The spec's sampler (``tpe`` by default)."""
     s = spec.sampler
     if s.name == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
@@ -121,15 +126,13 @@ def counted(study: optuna.Study) -> int:
                or (t.state == TrialState.FAIL and not t.user_attrs.get("requeued")))
 
 
-def _set_attrs(study: optuna.Study, trial_id: int, attrs: dict[str, Any]) -> None:
-    for key, value in attrs.items():
-        study._storage.set_trial_user_attr(trial_id, key, value)
-
-
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str,
             tracker: Tracker) -> None:
     """Fail a trial that will never report back and queue its params to run again."""
-    _set_attrs(study, trial._trial_id, {"failure_reason": reason, "requeued": True})
+    # The trial may belong to a dead process, so there is no ``optuna.Trial`` to set user
+    # attributes through: write them to the storage directly, before the trial is finished.
+    for key, value in {"failure_reason": reason, "requeued": True}.items():
+        study._storage.set_trial_user_attr(trial._trial_id, key, value)
     study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
     study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number},
                         skip_if_exists=False)
@@ -189,9 +192,8 @@ def progress_printer(stream=sys.stderr) -> Callable[[Status], None]:
 @dataclass
 class _Running:
     trial: optuna.Trial
-    config: TrainConfig
+    config: dict[str, Any]
     run_id: str | None
-    started: float
 
 
 class _Driver:
@@ -219,13 +221,12 @@ class _Driver:
         trial = self.study.ask()
         overrides = suggest(trial, self.spec.search, self.spec.base_config())
         try:
-            config = self.spec.config_for(overrides)
-        except ValueError as e:  # a sampled value the corner checks could not foresee
-            trial.set_user_attr("failure_reason", f"invalid configuration: {e}")
+            config_dict = self.spec.config_for(overrides).model_dump(mode="json")
+        except ValidationError as e:  # a value inside a range the corner checks did not try
+            trial.set_user_attr("failure_reason", f"invalid configuration: {format_errors(e)}")
             self.study.tell(trial, state=TrialState.FAIL)
             self._count("FAIL")
             return
-        config_dict = config.model_dump(mode="json")
         run_id = self.tracker.start_trial(trial.number, config_dict, trial.params)
         trial.set_user_attr("config", config_dict)
         trial.set_user_attr("seeds", self.spec.seed_list)
@@ -234,7 +235,7 @@ class _Driver:
         res = self.spec.resources
         ref = _train_trial_task.options(num_cpus=res.cpus, num_gpus=res.gpu,
                                         max_retries=1).remote(job)
-        self.pending[ref] = _Running(trial, config, run_id, time.monotonic())
+        self.pending[ref] = _Running(trial, config_dict, run_id)
 
     def _count(self, state: str) -> None:
         self.finished_here += 1
@@ -248,7 +249,8 @@ class _Driver:
         except ray.exceptions.RayError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             out = {"state": "FAIL", "value": None, "rows": [], "result": None,
-                   "reason": f"worker died (retried once): {type(e).__name__}: {first}"}
+                   "reason": f"worker died (retried once): {type(e).__name__}: {first}",
+                   "report_seconds": None}
         state = out["state"]
         attrs = {k: out.get(k) for k in ("mean", "std", "per_seed") if out.get(k) is not None}
         if out.get("reason"):
@@ -260,9 +262,9 @@ class _Driver:
         else:
             self.study.tell(trial, state=TrialState[state])
         self._count(state)
-        record = TrialRecord(trial.number, state, running.config.model_dump(mode="json"),
-                             trial.params, self.spec.seed_list, out["rows"], out["result"],
-                             out["value"], out.get("reason"))
+        record = TrialRecord(trial.number, state, running.config, trial.params,
+                             self.spec.seed_list, out["rows"], out["result"], out["value"],
+                             out.get("reason"), out["report_seconds"])
         self._fill()  # launch the next trials before logging, so workers stay busy
         self.tracker.end_trial(running.run_id, record)
 
@@ -340,11 +342,9 @@ def run_study(
     """
     storage = storage_for(spec, run_dir)
     study = _open_study(spec, storage, resume)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=FutureWarning)  # MLflow's own deprecations
-        tracker = Tracker(storage.mlflow, spec.name, artifact_location=storage.artifacts,
-                          parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
-                          params=spec.model_dump(mode="json", exclude={"storage", "search"}))
+    tracker = Tracker(storage.mlflow, spec.name, artifact_location=storage.artifacts,
+                      parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
+                      settings=spec.model_dump(mode="json", exclude={"storage"}))
     if tracker.parent_run_id is not None:
         study.set_user_attr("mlflow_parent_run_id", tracker.parent_run_id)
     if resume:
@@ -373,9 +373,21 @@ def run_study(
     return study
 
 
-def resume_study(spec: StudySpec, **kwargs: Any) -> optuna.Study:
-    """``run_study(spec, resume=True, ...)``: continue an interrupted study."""
-    return run_study(spec, resume=True, **kwargs)
+def summary(study: optuna.Study, spec: StudySpec, storage: Storage) -> str:
+    """What a finished ``run`` prints: counts, the best trial, where everything is."""
+    done = study.get_trials(deepcopy=False)
+    states = [t.state for t in done]
+    requeued = sum(1 for t in done if t.user_attrs.get("requeued"))
+    lines = [f"study {spec.name}: {states.count(TrialState.COMPLETE)} complete, "
+             f"{states.count(TrialState.PRUNED)} pruned, {states.count(TrialState.FAIL)} failed"
+             + (f" ({requeued} of them re-queued and run again)" if requeued else "")]
+    if TrialState.COMPLETE in states:
+        best = study.best_trial
+        lines.append(f"best trial #{best.number}: {spec.objective.metric} {best.value:.4f}  "
+                     f"params {json.dumps(best.params)}  "
+                     f"mlflow run {best.user_attrs.get('mlflow_run_id')}")
+    lines.append(f"optuna {storage.optuna}\nmlflow {storage.mlflow}")
+    return "\n".join(lines)
 
 
 def job_submission(study_file: str | os.PathLike, workdir: Path, *,

@@ -15,11 +15,13 @@ never a dropped value that would flatter it in a paired comparison); the other s
 
 Optimizer ideas that work with every variant (``dagstudy/optim``): ``jitter_spread`` goes to the
 ``Problem`` (OPT-JITTER), ``grad_floor`` to the model's backward (GRAD-FLOOR; the curve
-``stuck_fraction`` counts weights below ``stuck_threshold``, default the floor), and the OPT-STOP
-rule (``StopRule``) records ``last_layer_grad_ratio`` and ``overfit_flag`` every epoch and each
-seed's ``stop_epoch``/``overfit_epoch``. With ``stop_on_ratio``, training ends once every live
-seed's rule has fired; a stopped seed trains on with the population meanwhile (seeds are
-independent) but its ``final`` metrics are those of its ``stop_epoch``.
+``stuck_fraction`` counts weights below ``stuck_threshold`` in every run), and the OPT-STOP
+rule (``StopRule``) records ``last_layer_grad_ratio`` and ``overfit_flag`` every epoch and, per
+seed, the first epoch each fired (``stop_rule_epoch``, ``overfit_epoch``). With ``stop_on_ratio``
+a seed stops at its rule's epoch (``stop_epoch``; otherwise ``stop_epoch`` is the last epoch) and
+training ends once every live seed has stopped; a stopped seed trains on with the population
+meanwhile (seeds are independent) but its ``final`` metrics are those of its ``stop_epoch``, and
+it can no longer be ended as diverged.
 """
 
 from __future__ import annotations
@@ -108,8 +110,9 @@ class TrialResult:
     flops_per_example: int
     best_val_epoch: list[int] = field(default_factory=list)
     mean_hops: list[float] = field(default_factory=list)  # fewest hops node -> inputs, mean
-    stop_epoch: list[int | None] = field(default_factory=list)  # OPT-STOP rule fired (or None)
-    overfit_epoch: list[int | None] = field(default_factory=list)  # first overfit flag (or None)
+    stop_epoch: list[int] = field(default_factory=list)  # epochs each seed trained (its final)
+    stop_rule_epoch: list[int | None] = field(default_factory=list)  # OPT-STOP rule first held
+    overfit_epoch: list[int | None] = field(default_factory=list)  # first overfit flag
 
     def summary(self, metric: str) -> dict[str, Any]:
         vals = self.final[metric]
@@ -131,7 +134,7 @@ class TrialResult:
             wall_seconds=self.wall_seconds, params=self.params,
             flops_per_example=self.flops_per_example, best_val_epoch=self.best_val_epoch,
             mean_hops=self.mean_hops, stop_epoch=self.stop_epoch,
-            overfit_epoch=self.overfit_epoch,
+            stop_rule_epoch=self.stop_rule_epoch, overfit_epoch=self.overfit_epoch,
             device=self.device, config=self.config, curves=self.curves,
         )
         return out
@@ -203,13 +206,14 @@ def train(
     best_val = torch.full((S,), -1.0)
     best_epoch = [0] * S
     stop = StopRule(S, config.stop_ratio, config.stop_patience, config.overfit_gap)
-    stuck_threshold = config.stuck_threshold or config.grad_floor
     epoch = 0
     for epoch in range(1, config.epochs + 1):
         problem.start_pass()
         pass_stats = variant.run_pass(problem)
         train_loss = problem.full_loss()
-        _mark_diverged(problem, train_loss, config.divergence_loss, epoch, status, reasons)
+        done = [config.stop_on_ratio and e is not None for e in stop.rule_epoch]
+        _mark_diverged(problem, train_loss, config.divergence_loss, epoch, status, reasons,
+                       skip=done)
         if not bool(problem.alive.all()):
             _end_seeds(model, variant, problem, ~problem.alive)
             train_loss = torch.where(problem.alive, train_loss, problem.full_loss())
@@ -220,8 +224,7 @@ def train(
         metrics.update(val_loss=val_loss, val_accuracy=val_acc, test_accuracy=test_acc)
         metrics.update(stop.after_pass(
             epoch, problem.readout_grad.flatten(1).norm(dim=1), train_loss, val_loss))
-        if stuck_threshold > 0:
-            metrics["stuck_fraction"] = diagnostics.stuck_fraction(model, stuck_threshold)
+        metrics["stuck_fraction"] = diagnostics.stuck_fraction(model, config.stuck_threshold)
         reach, block_norms = diagnostics.gradient_reach(model, problem, config.probe_size)
         dead = problem.activity_max <= 0
         dead_by_block = diagnostics.dead_by_block(problem.activity_max, config.depth)
@@ -245,15 +248,17 @@ def train(
         if not bool(problem.alive.any()):
             break
         if config.stop_on_ratio and all(
-            e is not None for e, st in zip(stop.stop_epoch, status) if st == "ok"
+            e is not None for e, st in zip(stop.rule_epoch, status) if st == "ok"
         ):
             break
 
     curves = recorder.curves
     final = {m: list(curves[m][-1]) for m in FINAL_METRICS}
+    stopped = [epoch] * S
     if config.stop_on_ratio:
-        for i, e in enumerate(stop.stop_epoch):
+        for i, e in enumerate(stop.rule_epoch):
             if e is not None and status[i] == "ok":
+                stopped[i] = e
                 for m in FINAL_METRICS:
                     final[m][i] = curves[m][e - 1][i]
     return TrialResult(
@@ -262,14 +267,19 @@ def train(
         wall_seconds=time.perf_counter() - start, params=model.param_count(),
         flops_per_example=model.flops_per_example(), best_val_epoch=best_epoch,
         mean_hops=[float(hops_to_inputs(model.topo, i).mean()) for i in range(S)],
-        stop_epoch=stop.stop_epoch, overfit_epoch=stop.overfit_epoch,
+        stop_epoch=stopped, stop_rule_epoch=stop.rule_epoch, overfit_epoch=stop.overfit_epoch,
     )
 
 
-def _mark_diverged(problem: Problem, train_loss, limit: float, epoch: int, status, reasons) -> None:
-    """End seeds whose loss is non-finite or above ``limit``, or that the optimizer failed."""
+def _mark_diverged(
+    problem: Problem, train_loss, limit: float, epoch: int, status, reasons, skip: list[bool]
+) -> None:
+    """End seeds whose loss is non-finite or above ``limit``, or that the optimizer failed.
+
+    ``skip[i]``: seed ``i`` has already stopped (OPT-STOP); what happens to it later is ignored.
+    """
     for i, loss in enumerate(train_loss.tolist()):
-        if status[i] != "ok":
+        if status[i] != "ok" or skip[i]:
             continue
         reason = problem.failures.get(i)
         if reason is not None:

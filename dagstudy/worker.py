@@ -9,6 +9,7 @@ tasks it runs, so consecutive trials on one dataset load it once.
 from __future__ import annotations
 
 import math
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,8 +83,9 @@ def train_trial(job: TrialJob) -> dict[str, Any]:
     """Train one trial in this process (a Ray worker), reporting each epoch to Optuna.
 
     Returns ``{"state": COMPLETE|PRUNED|FAIL, "value", "reason", "mean", "std", "per_seed",
-    "rows": per-epoch rows, "result": TrialResult.to_dict() or None}``. Training errors are
-    returned as FAIL with the exception, never raised; only the process dying loses a trial.
+    "rows": per-epoch rows, "result": TrialResult.to_dict() or None, "report_seconds": time
+    spent reporting to Optuna and asking the pruner}``. Training errors are returned as FAIL
+    with the exception, never raised; only the process dying loses a trial.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec, seeds = job.spec, job.spec.seed_list
@@ -94,11 +96,15 @@ def train_trial(job: TrialJob) -> dict[str, Any]:
     trial = optuna.Trial(study, job.trial_id)
     per_seed = spec.pruner.name == "wilcoxon"
     rows: list[dict[str, Any]] = []
+    reporting = [0.0]
 
     def on_epoch(row: dict[str, Any]) -> None:
         rows.append(row)
+        start = time.perf_counter()
         _report(trial, row, spec.objective, per_seed)
-        if trial.should_prune():
+        prune = trial.should_prune()
+        reporting[0] += time.perf_counter() - start
+        if prune:
             raise optuna.TrialPruned(f"pruned by the {spec.pruner.name} pruner at epoch "
                                      f"{row['epoch']}")
 
@@ -108,12 +114,15 @@ def train_trial(job: TrialJob) -> dict[str, Any]:
         device = resolve_device(spec.device)
         result = train(config, seeds, _data(config, seeds, device), device, on_epoch)
     except optuna.TrialPruned as e:
-        return {**empty, "state": "PRUNED", "reason": str(e), "rows": rows}
+        return {**empty, "state": "PRUNED", "reason": str(e), "rows": rows,
+                "report_seconds": reporting[0]}
     except Exception as e:  # the trial fails, the study goes on
         frame = traceback.extract_tb(e.__traceback__)[-1]
         reason = f"{type(e).__name__}: {e} (at {Path(frame.filename).name}:{frame.lineno})"
-        return {**empty, "state": "FAIL", "reason": reason, "rows": rows}
-    return {**judge(result, spec.objective), "rows": rows, "result": result.to_dict()}
+        return {**empty, "state": "FAIL", "reason": reason, "rows": rows,
+                "report_seconds": reporting[0]}
+    return {**judge(result, spec.objective), "rows": rows, "result": result.to_dict(),
+            "report_seconds": reporting[0]}
 
 
 def train_job(config: dict[str, Any], seeds: list[int], device: str, threads: int) -> dict:

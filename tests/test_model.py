@@ -50,21 +50,21 @@ def test_masked_weights_get_zero_gradient():
 
 
 def test_layered_equals_torch_sequential():
+    """Same math as nn.Sequential; float64 so that 1e-6 tests the math, not float32 rounding."""
     d_in, width, depth, classes = 6, 5, 3, 4
     topo = build_topology("layered", d_in, width, depth, [7])
-    net = DagNet(topo, classes, [7], bias_init=0.1)
+    net = DagNet(topo, classes, [7], bias_init=0.1, dtype=torch.float64)
     layers = []
     for k in range(depth):
-        lin = nn.Linear(d_in if k == 0 else width, width)
+        lin = nn.Linear(d_in if k == 0 else width, width, dtype=torch.float64)
         lin.weight.data.copy_(net.weights[k][0])
         lin.bias.data.copy_(net.biases[k][0])
         layers += [lin, nn.ReLU()]
-    out = nn.Linear(width, classes)
+    out = nn.Linear(width, classes, dtype=torch.float64)
     out.weight.data.copy_(net.out_weight[0])
-    out.bias.data.copy_(torch.randn(classes))
     net.out_bias.data[0] = out.bias.data
     mlp = nn.Sequential(*layers, out)
-    x = torch.randn(32, d_in)
+    x = torch.randn(32, d_in, dtype=torch.float64)
     torch.testing.assert_close(net(x.unsqueeze(0))[0], mlp(x), atol=1e-6, rtol=0)
 
 

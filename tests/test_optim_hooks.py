@@ -201,7 +201,7 @@ def test_stop_rule_fires_after_patience_passes_below_tau_and_flags_overfitting()
         out = rule.after_pass(epoch, torch.tensor(norm, dtype=torch.float64), train_loss, val_loss)
         flags.append(out["overfit_flag"].tolist())
     assert out["last_layer_grad_ratio"].tolist() == [0.05, 0.1 / 2]
-    assert rule.stop_epoch == [5, 4]  # seed 0: below at 2, not 3, then 4 and 5; seed 1: 3, 4
+    assert rule.rule_epoch == [5, 4]  # seed 0: below at 2, not 3, then 4 and 5; seed 1: 3, 4
     assert rule.overfit_epoch == [2, None]  # seed 1's gap (0.15 - 0.1) / 0.15 is below 0.5
     assert flags[1] == [1.0, 0.0] and flags[2] == [0.0, 0.0]
 
@@ -216,12 +216,13 @@ def test_stop_on_ratio_ends_each_seed_at_the_first_pass_the_rule_holds():
     for i in range(2):
         below = [r[i] < 0.05 for r in ratio]
         first = next(e for e in range(2, len(below) + 1) if below[e - 2] and below[e - 1])
-        assert result.stop_epoch[i] == first
+        assert result.stop_rule_epoch[i] == result.stop_epoch[i] == first
         for m in ("train_loss", "test_accuracy"):
             assert result.final[m][i] == result.curves[m][first - 1][i]
         losses = [e[i] for e in result.curves["train_loss"]]
         assert losses[first - 1] < 0.05 * losses[0]  # near convergence
     assert result.epochs == max(result.stop_epoch) < 40  # ended when every seed had stopped
+    assert min(result.stop_epoch) < result.epochs  # seeds stop on their own epochs
     assert ratio[-1][0] < 0.05 and ratio[-1][1] < 0.05
     assert len(result.curves["overfit_flag"]) == result.epochs
     assert all(e is None or 1 <= e <= result.epochs for e in result.overfit_epoch)

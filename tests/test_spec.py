@@ -108,6 +108,7 @@ def test_malformed_study_cli_subprocess(tmp_path):
     ({"search": {"width": 5}}, "search.width"),
     ({"base": {"lr": -1}}, "base.lr: Input should be greater than 0"),
     ({"budget": {}}, "budget: set trials and/or wall_minutes"),
+    ({"base": {"epochs": 3}}, "base.epochs: set it at the top level"),
     ({"pruner": {"name": "asha"}}, "pruner: Input tag 'asha'"),
     ({"pruner": {"name": "median", "n_warmup": 1}}, "pruner.median.n_warmup: Extra inputs"),
     ({"objective": {"metric": "accuracy"}}, "objective.metric: unknown 'accuracy'"),

@@ -23,9 +23,18 @@ from ray.util.state import list_tasks
 from dagstudy import best_configs, trials
 from dagstudy.config import TrainConfig
 from dagstudy.confirm import ArmJob
-from dagstudy.execute import counted, job_submission, ray_runner, run_study, submit
+from dagstudy.execute import (
+    Status,
+    counted,
+    format_status,
+    job_submission,
+    ray_runner,
+    run_study,
+    submit,
+)
 from dagstudy.spec import load_spec, parse_spec, storage_for
-from dagstudy.tracking import TrackingWarning
+from dagstudy.tracking import TrackingWarning, ui_command
+from dagstudy.worker import _report, make_pruner
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())
@@ -63,8 +72,12 @@ def run_dir(tmp_path_factory):
 
 
 def child_runs(storage, study: str) -> tuple[object, list]:
+    """The study's parent run and its child runs, found with ``mlflow.search_runs``."""
     mlflow.set_tracking_uri(storage.mlflow)
-    runs = mlflow.search_runs(experiment_names=[study], output_format="list")
+    try:
+        runs = mlflow.search_runs(experiment_names=[study], output_format="list")
+    finally:
+        mlflow.set_tracking_uri(None)  # it also set MLFLOW_TRACKING_URI for this process
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1
     parent = parents[0]
@@ -102,7 +115,7 @@ def test_smoke_end_to_end(cluster, run_dir):
         if trial.state == TrialState.COMPLETE:
             assert run.info.status == "FINISHED" and epochs == spec.epochs
             assert run.data.metrics["objective"] == pytest.approx(trial.value)
-    assert {"optimization_history.png", "param_importances.png"} <= {
+    assert {"optimization_history.png", "param_importances.png", "study.json"} <= {
         a.path for a in client.list_artifacts(parent.info.run_id)}
 
     best = best_configs("smoke", storage=storage.optuna)
@@ -149,8 +162,7 @@ def test_diverging_trial_fails_and_study_finishes(cluster, run_dir):
 
 def test_raising_trials_fail_with_reason(cluster, run_dir, tmp_path):
     data = study_data("raising", budget={"trials": 2}, search={"lr": [1.0e-2]},
-                      base={"dataset": "mnist", "data_dir": str(tmp_path / "missing")},
-                      dataset="mnist")
+                      base={"data_dir": str(tmp_path / "missing")}, dataset="mnist")
     study = run_study(parse_spec(data), run_dir=run_dir)
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
     assert all(t.user_attrs["failure_reason"].startswith("DataError: ") for t in study.trials)
@@ -272,6 +284,41 @@ def test_kill_driver_then_resume(cluster, run_dir, tmp_path):
         if int(run.data.tags["dagstudy.trial"]) in stale:
             assert run.info.status == "FAILED"
             assert run.data.tags["failure_reason"] == "driver died"
+
+
+class Reports:
+    def __init__(self):
+        self.values = {}
+
+    def report(self, value, step):
+        self.values[step] = value
+
+
+@pytest.mark.parametrize("pruner, expected", [
+    ("median", {2: 0.75}),                                      # epoch: mean over seeds
+    ("wilcoxon", {2: 0.7, 3: 0.8}),                             # (epoch-1)*S + seed index
+])
+def test_epoch_reports(pruner, expected):
+    spec = parse_spec(study_data("reports", pruner={"name": pruner}))
+    trial = Reports()
+    _report(trial, {"epoch": 2, "val_accuracy": [0.7, 0.8]}, spec.objective,
+            spec.pruner.name == "wilcoxon")
+    assert trial.values == pytest.approx(expected)
+    assert type(make_pruner(spec)).__name__.lower().startswith(pruner)
+
+
+def test_progress_line():
+    line = format_status(Status("smoke", 3, 1, 1, 2, 10, 0.95, 4, 75.0, 90.0))
+    assert line == ("[smoke] 5/10 done: 3 complete, 1 pruned, 1 failed; 2 running; "
+                    "best 0.95 (#4); elapsed 0:01:15, ETA 0:01:30")
+
+
+def test_ui_command_binds_localhost(tmp_path):
+    command = ui_command(storage_for(None, tmp_path), port=5055)
+    assert command[1:4] == ["-m", "mlflow", "ui"]
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path}/mlflow.db"
+    assert command[command.index("--port") + 1] == "5055"
 
 
 def test_job_submission_runtime_env(tmp_path):

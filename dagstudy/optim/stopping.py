@@ -7,7 +7,7 @@ move, or the full-batch gradient), and
     ratio_e = ||G_e|| / ||G_1||          (Frobenius norms; ``last_layer_grad_ratio``)
 
 - The stop rule fires at the first pass ``e`` where ``ratio < tau`` has held for ``patience``
-  consecutive passes (``stop_epoch``). Whether it ends the seed's training is the trainer's
+  consecutive passes (``rule_epoch``). Whether it ends the seed's training is the trainer's
   choice (``TrainConfig.stop_on_ratio``); the epoch is recorded either way.
 - The overfitting flag (``overfit_flag``, 1.0 or 0.0) is up on passes where ``ratio < tau``
   and the relative generalisation gap ``(val_loss - train_loss) / val_loss`` exceeds ``gap``;
@@ -26,7 +26,7 @@ class StopRule:
         self.tau, self.patience, self.gap = tau, patience, gap
         self.first: torch.Tensor | None = None
         self.below = torch.zeros(n_seeds, dtype=torch.long)
-        self.stop_epoch: list[int | None] = [None] * n_seeds
+        self.rule_epoch: list[int | None] = [None] * n_seeds
         self.overfit_epoch: list[int | None] = [None] * n_seeds
 
     def after_pass(
@@ -41,9 +41,9 @@ class StopRule:
         self.below = torch.where(small, self.below + 1, 0)
         val, train = val_loss.detach().double().cpu(), train_loss.detach().double().cpu()
         overfit = small & ((val - train) / val > self.gap)
-        for i in range(len(self.stop_epoch)):
-            if self.stop_epoch[i] is None and self.below[i] >= self.patience:
-                self.stop_epoch[i] = epoch
+        for i in range(len(self.rule_epoch)):
+            if self.rule_epoch[i] is None and self.below[i] >= self.patience:
+                self.rule_epoch[i] = epoch
             if self.overfit_epoch[i] is None and bool(overfit[i]):
                 self.overfit_epoch[i] = epoch
         return {"last_layer_grad_ratio": ratio, "overfit_flag": overfit.double()}
