@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from dagstudy.model.dagnet import DagNet
-from dagstudy.revival.base import Event, NeighbourParams, Policy, neighbour
+from dagstudy.revival.base import Event, NeighbourParams, Policy, neighbour_pairs
 
 
 class AddNeighbor(Policy):
@@ -30,14 +30,7 @@ class AddNeighbor(Policy):
     def revive(
         self, model: DagNet, chosen: torch.Tensor, dead: torch.Tensor, event: Event
     ) -> None:
-        w = model.topo.width
-        dead_rows = dead.tolist()
-        for s, j in chosen.nonzero().tolist():
-            k, i = divmod(j, w)
-            n = neighbour(dead_rows[s][k * w : (k + 1) * w], i, self.hp.offset)
-            if n is None:
-                event.skipped[s, j] = True
-                continue
+        for s, j, k, i, n in neighbour_pairs(model, chosen, dead, self.hp.offset, event):
             W, b, mask = model.weights[k], model.biases[k], model.mask(k)
             added = W[s, n] if mask is None else W[s, n] * mask[s, i]
             event.write(W, (s, i), W[s, i] + added)

@@ -21,6 +21,7 @@ Per pass, ``Policy.after_pass`` runs for all seeds at once:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
@@ -119,6 +120,23 @@ def neighbour(dead_block: list[bool], i: int, offset: int) -> int | None:
         if c != i and not dead_block[c]:
             return c
     return None
+
+
+def neighbour_pairs(
+    model: DagNet, chosen: torch.Tensor, dead: torch.Tensor, offset: int, event: Event
+) -> Iterator[tuple[int, int, int, int, int]]:
+    """``(seed, hidden index, block, node, neighbour)`` for every chosen node of
+    ``chosen [S, n_hidden]`` that has a live neighbour (``neighbour``); the others are marked
+    ``event.skipped`` and left alone."""
+    w = model.topo.width
+    dead_rows = dead.tolist()
+    for s, j in chosen.nonzero().tolist():
+        k, i = divmod(j, w)
+        n = neighbour(dead_rows[s][k * w : (k + 1) * w], i, offset)
+        if n is None:
+            event.skipped[s, j] = True
+        else:
+            yield s, j, k, i, n
 
 
 class Event:

@@ -39,7 +39,14 @@ import torch
 from pydantic import Field
 
 from dagstudy.model.dagnet import DagNet
-from dagstudy.revival.base import Event, NeighbourParams, Policy, neighbour, outgoing, write_mask
+from dagstudy.revival.base import (
+    Event,
+    NeighbourParams,
+    Policy,
+    neighbour_pairs,
+    outgoing,
+    write_mask,
+)
 
 
 class SplitParams(NeighbourParams):
@@ -56,13 +63,7 @@ class Split(Policy):
         self, model: DagNet, chosen: torch.Tensor, dead: torch.Tensor, event: Event
     ) -> None:
         w = model.topo.width
-        dead_rows = dead.tolist()
-        for s, j in chosen.nonzero().tolist():
-            k, i = divmod(j, w)
-            n = neighbour(dead_rows[s][k * w : (k + 1) * w], i, self.hp.offset)
-            if n is None:
-                event.skipped[s, j] = True
-                continue
+        for s, j, k, i, n in neighbour_pairs(model, chosen, dead, self.hp.offset, event):
             self._copy_incoming(model, s, k, i, n, event)
             self._split_outgoing(model, s, j, k * w + n, event)
             event.revived[s, j] = True
