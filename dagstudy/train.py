@@ -178,6 +178,18 @@ def _end_seeds(model: DagNet, variant, problem: Problem, ended: torch.Tensor) ->
             variant.reset_state(p, where)
 
 
+def _diagnose(model: DagNet, problem: Problem, config: TrainConfig) -> dict[str, torch.Tensor]:
+    """This pass's per-seed diagnostics (``diagnostics.py``)."""
+    reach, block_norms = diagnostics.gradient_reach(model, problem, config.probe_size)
+    dead_by_block = diagnostics.dead_by_block(problem.activity_max, config.depth)
+    return {
+        "stuck_fraction": diagnostics.stuck_fraction(model, config.stuck_threshold),
+        "grad_reach": reach, "grad_norm_by_block": block_norms,
+        "dead_fraction": dead_by_block.mean(1), "dead_by_block": dead_by_block,
+        "duplicate_pairs": diagnostics.duplicate_pairs(model),
+    }
+
+
 def train(
     config: TrainConfig,
     seeds: list[int],
@@ -224,17 +236,9 @@ def train(
         metrics.update(val_loss=val_loss, val_accuracy=val_acc, test_accuracy=test_acc)
         metrics.update(stop.after_pass(
             epoch, problem.readout_grad.flatten(1).norm(dim=1), train_loss, val_loss))
-        metrics["stuck_fraction"] = diagnostics.stuck_fraction(model, config.stuck_threshold)
-        reach, block_norms = diagnostics.gradient_reach(model, problem, config.probe_size)
-        dead = problem.activity_max <= 0
-        dead_by_block = diagnostics.dead_by_block(problem.activity_max, config.depth)
-        metrics.update(
-            grad_reach=reach, grad_norm_by_block=block_norms,
-            dead_fraction=dead_by_block.mean(1), dead_by_block=dead_by_block,
-            duplicate_pairs=diagnostics.duplicate_pairs(model),
-        )
+        metrics.update(_diagnose(model, problem, config))
         metrics.update(pass_stats)
-        dead &= problem.alive[:, None]
+        dead = (problem.activity_max <= 0) & problem.alive[:, None]
         metrics.update(policy.after_pass(model, dead, variant, problem, epoch))
         metrics["seconds"] = torch.full((S,), time.perf_counter() - start)
 
@@ -253,14 +257,11 @@ def train(
             break
 
     curves = recorder.curves
-    final = {m: list(curves[m][-1]) for m in FINAL_METRICS}
     stopped = [epoch] * S
     if config.stop_on_ratio:
-        for i, e in enumerate(stop.rule_epoch):
-            if e is not None and status[i] == "ok":
-                stopped[i] = e
-                for m in FINAL_METRICS:
-                    final[m][i] = curves[m][e - 1][i]
+        stopped = [e if e is not None and st == "ok" else epoch
+                   for e, st in zip(stop.rule_epoch, status)]
+    final = {m: [curves[m][e - 1][i] for i, e in enumerate(stopped)] for m in FINAL_METRICS}
     return TrialResult(
         config=config.model_dump(), seeds=list(seeds), device=str(device), final=final,
         curves=curves, status=status, reasons=reasons, epochs=epoch,
