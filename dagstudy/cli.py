@@ -318,6 +318,8 @@ def _cmd_submit(args) -> int:
     spec = _load_study_spec(args.study)
     if not args.address:
         raise UsageError("--address: required (the Ray dashboard, e.g. http://HEAD:8265)")
+    if args.trials is not None and args.trials < 1:
+        raise UsageError("--trials: must be >= 1")
     from dagstudy.execute import submit
 
     job_id = submit(args.study, args.address, run_dir=args.run_dir, trials=args.trials)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,8 +149,10 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
                                               max_resource=spec.epochs,
                                               reduction_factor=p.reduction_factor)
     if p.name == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(p_threshold=p.p_threshold,
-                                             n_startup_steps=p.n_startup_steps)
+        with warnings.catch_warnings():  # experimental since Optuna 3.6; chosen knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(p_threshold=p.p_threshold,
+                                                 n_startup_steps=p.n_startup_steps)
     return optuna.pruners.NopPruner()
 
 

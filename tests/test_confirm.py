@@ -108,7 +108,7 @@ def test_sequential_mode_adds_seeds_only_to_open_ideas():
 def test_confirm_cli_end_to_end_with_mlflow(tmp_path, capsys):
     """Three ideas through Ray: report files, one MLflow run per arm with idea tags, and the
     report regenerated from MLflow alone has the same verdicts."""
-    import mlflow
+    from mlflow.tracking import MlflowClient
 
     from dagstudy.cli import main
 
@@ -128,13 +128,14 @@ def test_confirm_cli_end_to_end_with_mlflow(tmp_path, capsys):
         p.name for p in out.iterdir()}
     parent = capsys.readouterr().out.strip().splitlines()[-1].split()[-1]
 
-    mlflow.set_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["confirm-e2e"])
-    arms = runs[runs["tags.dagstudy.role"] == "arm"]
-    assert sorted(zip(arms["tags.dagstudy.idea"], arms["tags.dagstudy.arm"])) == sorted(
+    client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")  # no global tracking URI
+    experiment = client.get_experiment_by_name("confirm-e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    arms = [r.data.tags for r in runs if r.data.tags.get("dagstudy.role") == "arm"]
+    assert sorted((t["dagstudy.idea"], t["dagstudy.arm"]) for t in arms) == sorted(
         (i, a) for i in ("OPT-FULLBATCH", "OPT-JITTER", "DAG-DENSE")
         for a in ("control", "treatment"))
-    assert (arms["tags.mlflow.parentRunId"] == parent).all()
+    assert all(t["mlflow.parentRunId"] == parent for t in arms)
 
     regen = tmp_path / "regen"
     assert main(["report", parent, "--run-dir", str(run_dir), "--out", str(regen)]) == 0
