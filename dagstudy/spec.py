@@ -317,6 +317,9 @@ def parse_spec(data: Any) -> StudySpec:
     """Validate a parsed study document (before env expansion); raises ``SpecError``."""
     if not isinstance(data, dict):
         raise SpecError("the study file must be a mapping of fields (name, budget, search, ...)")
+    odd = [key for key in data if not isinstance(key, str)]
+    if odd:  # YAML allows `1:`, `null:`, `true:` keys; StudySpec(**data) would raise TypeError
+        raise SpecError(f"{odd[0]!r}: not a field name (field names are strings)")
     storage = data.get("storage")
     if isinstance(storage, dict):
         for key, url in storage.items():
@@ -339,6 +342,8 @@ def load_yaml(path: str | os.PathLike[str]) -> Any:
         return yaml.safe_load(Path(path).read_text())
     except OSError as e:
         raise SpecError(f"{path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: not valid YAML: {e}") from None
 
@@ -351,8 +356,8 @@ def run_dir_for(run_dir: str | os.PathLike[str] | None = None) -> Path:
 
 @dataclass(frozen=True)
 class Storage:
-    """Resolved locations: Optuna RDB URL, MLflow tracking URI, artifact location (or None:
-    the tracking server decides)."""
+    """Resolved locations: Optuna RDB URL, MLflow tracking URI, artifact location (beside a
+    SQLite MLflow database; None for a tracking server, which decides)."""
 
     optuna: str
     mlflow: str
@@ -372,7 +377,10 @@ def storage_for(spec: StudySpec | None = None, run_dir: str | os.PathLike | None
     if mlflow_uri is None:
         base.mkdir(parents=True, exist_ok=True)
         mlflow_uri = f"sqlite:///{base / 'mlflow.db'}"
-        artifacts = artifacts or (base / "mlartifacts").as_uri()
+    if artifacts is None and mlflow_uri.startswith("sqlite:///"):
+        # beside the database, never MLflow's default of ./mlruns in the working directory
+        database = Path(mlflow_uri.removeprefix("sqlite:///"))
+        artifacts = (database.parent.resolve() / "mlartifacts").as_uri()
     return Storage(optuna_url, mlflow_uri, artifacts)
 
 

@@ -147,6 +147,8 @@ def test_storage_precedence(tmp_path, monkeypatch):
     assert local.artifacts == (tmp_path / "mlartifacts").as_uri()
     monkeypatch.setenv("DAGSTUDY_HOME", str(tmp_path / "home"))
     assert storage_for(spec).optuna == f"sqlite:///{tmp_path / 'home' / 'optuna.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere' / 'm.db'}")
+    assert storage_for(spec).artifacts == (tmp_path / "elsewhere" / "mlartifacts").as_uri()
     monkeypatch.setenv("DAGSTUDY_OPTUNA_STORAGE", "postgresql://db/optuna")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     remote = storage_for(spec)
