@@ -77,8 +77,8 @@ GOAL_GEMM_FRACTION, GOAL_LOOP_SPEEDUP, GOAL_POP_SPEEDUP = 0.8, 15.0, 3.0
 
 
 class Bench:
-    """Round-robin timer. A group stops early (after at least 3 rounds) once it has run for
-    ``group_budget_s``, so a heavily loaded machine cannot stretch the run without bound."""
+    """Interleaved timer. A group stops early (after at least 3 rounds) once it has run for
+    ``group_budget_s``, so a loaded machine stretches the run less."""
 
     def __init__(self, device: torch.device, repeats: int, target_s: float, group_budget_s: float):
         self.device, self.repeats, self.target_s = device, repeats, target_s
@@ -355,8 +355,8 @@ def load_note(load0: float | None) -> str:
         return ""
     load1, cores = os.getloadavg()[0], torch.get_num_threads()
     note = f" Load average (1 min) {load0:.1f} at start, {load1:.1f} at end, on {cores} cores."
-    if load0 > 1.0 or load1 > cores + 1.0:
-        note += " **Other processes competed for the cores: treat the absolute times as noise.**"
+    if load0 > cores - 0.5 or load1 > cores + 1.5:
+        note += " **Other processes competed for the cores: absolute times are unreliable.**"
     return note
 
 
@@ -368,7 +368,7 @@ def report(device, depths, pops, bench: Bench, gemm_n: int, elapsed: float, load
     print(
         f"Forward + backward, no optimizer step: batch {BATCH}, d_in {D_IN}, width {WIDTH}, "
         f"{CLASSES} classes, cross-entropy, `dag` topology. Lowest of {repeats}+ medians, "
-        "timed round-robin per depth.\n"
+        "callables interleaved call by call per depth.\n"
     )
     cols = [f"depth {d}" for d in depths]
     rows = [

@@ -118,3 +118,17 @@ def test_param_count_and_flops():
     sparse = DagNet(build_topology("fanin", 64, 32, 4, [0], fanin=8), 10, [0])
     assert sparse.flops_per_example() == 2 * (4 * 32 * 8 + readout)
     assert sum(int(p[0].count_nonzero()) for p in sparse.weights) <= 4 * 32 * 8
+
+
+@pytest.mark.parametrize("kind, fanin, wiring", TOPOLOGIES)
+def test_weight_gradients_do_not_depend_on_input_requiring_grad(kind, fanin, wiring):
+    """The backward skips the input columns when x needs no gradient; nothing else may change."""
+    net = make_net(kind, 3, fanin=fanin, wiring=wiring)
+    x = torch.randn(2, 5, 4, dtype=torch.float64)
+    grads = []
+    for needs in (True, False):
+        net.zero_grad()
+        net(x.clone().requires_grad_(needs)).pow(2).sum().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

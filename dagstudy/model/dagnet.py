@@ -76,9 +76,12 @@ class PrefixStack(torch.autograd.Function):
                                 else floor.weight_grad(k, gz, x))
             if ctx.needs_input_grad[4 + 2 * k]:
                 grads[2 * k + 1] = gz.sum(1)
-            if floor is not None:
-                W = floor.input_weight(W, blk.mask)
-            g[..., blk.lo : blk.hi].baddbmm_(gz, W)
+            # Input columns need a gradient only when x does (never in training): skip them.
+            lo = blk.lo if ctx.needs_input_grad[0] else max(blk.lo, topo.d_in)
+            if lo < blk.hi:
+                if floor is not None:
+                    W = floor.input_weight(W, blk.mask)
+                g[..., lo : blk.hi].baddbmm_(gz, W[..., lo - blk.lo :])
         gx = g[..., : topo.d_in] if ctx.needs_input_grad[0] else None
         return (gx, None, None, *grads)
 
