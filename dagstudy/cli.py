@@ -173,16 +173,19 @@ def _cmd_confirm(args) -> int:
     from dagstudy.execute import connect_ray, ray_runner
     from dagstudy.spec import run_dir_for, storage_for
     from dagstudy.tracking import Tracker
+    from dagstudy.train import resolve_device
 
     try:
         if args.seeds is not None and args.seeds < 2:
             raise ConfirmInputError("--seeds: must be >= 2 (10 or more for a verdict)")
         spec = load_spec(args.file, args.seeds)
         ideas = parse_ideas(args.ideas, spec)
-        if args.device != "auto" and not args.device.startswith(("cpu", "cuda")):
-            raise ConfirmInputError(f"--device: {args.device!r} (allowed: auto, cpu, cuda[:N])")
     except ValueError as e:
         raise UsageError(str(e)) from None
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(f"--{e}") from None
     storage = storage_for(None, args.run_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = (Path(args.out) if args.out

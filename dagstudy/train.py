@@ -56,7 +56,10 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} but CUDA is not available (allowed: auto, cpu)")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device: unknown {device!r} (allowed: auto, cpu, cuda[:N])") from None
 
 
 def load_data(config: TrainConfig, seeds: list[int], device: torch.device) -> SplitData:

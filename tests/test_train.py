@@ -83,6 +83,7 @@ def test_curves_hold_diagnostics_per_epoch_and_seed():
         (["--dataset", "cifar"], "--dataset"),
         (["--dataset", "mnist", "--data-dir", "/no/such/dir"], "--data-dir"),
         (["--optimizer", "lbfgs"], "--optimizer"),
+        (["--device", "tpu"], "--device"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_option(argv, names, capsys):
