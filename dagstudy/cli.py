@@ -4,6 +4,7 @@ bad input exits with status 2 and one line naming the option and the allowed val
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -266,6 +267,11 @@ def _add_study_commands(sub) -> None:
     p.add_argument("--storage", default=None, help="Optuna URL (default: as the study resolves)")
     p.add_argument("--run-dir", default=None, help="local storage directory")
     p.set_defaults(run=_cmd_best)
+    p = sub.add_parser("sync", help="upload tracking records spooled while MLflow was down")
+    p.add_argument("study", help="study file or name")
+    p.add_argument("--storage", default=None, help="Optuna URL (default: as the study resolves)")
+    p.add_argument("--run-dir", default=None, help="run directory holding the spool")
+    p.set_defaults(run=_cmd_sync)
     p = sub.add_parser("ui", help="start the MLflow UI for the local store on 127.0.0.1")
     p.add_argument("--run-dir", default=None, help="local storage directory")
     p.add_argument("--port", type=int, default=5000)
@@ -332,21 +338,29 @@ def _cmd_submit(args) -> int:
     return 0
 
 
-def _cmd_best(args) -> int:
-    from dagstudy.query import best_configs, load_study, param_importances
+def _stored_study(args):
+    """The Optuna study that ``args.study`` (a file or a name) names, and its ``Storage``
+    (``--storage`` overrides the Optuna URL)."""
+    from dagstudy.query import load_study
     from dagstudy.spec import storage_for
+
+    spec = _load_study_spec(args.study) if _is_file(args.study) else None
+    storage = storage_for(spec, args.run_dir)
+    if args.storage:
+        storage = dataclasses.replace(storage, optuna=args.storage)
+    try:
+        return load_study(spec.name if spec else args.study, storage.optuna), storage
+    except KeyError as e:
+        raise UsageError(f"study: {e.args[0]}") from None
+
+
+def _cmd_best(args) -> int:
+    from dagstudy.query import best_configs, param_importances
 
     if args.k < 1:
         raise UsageError("--k: must be >= 1")
-    if _is_file(args.study):
-        spec = _load_study_spec(args.study)
-        name, url = spec.name, args.storage or storage_for(spec, args.run_dir).optuna
-    else:
-        name, url = args.study, args.storage or storage_for(None, args.run_dir).optuna
-    try:
-        study = load_study(name, url)
-    except KeyError as e:
-        raise UsageError(f"study: {e.args[0]}") from None
+    study, storage = _stored_study(args)
+    name, url = study.study_name, storage.optuna
     best = best_configs(name, k=args.k, storage=url)
     try:
         importances, note = param_importances(study), None
@@ -367,15 +381,34 @@ def _cmd_best(args) -> int:
     return 0
 
 
+def _cmd_sync(args) -> int:
+    import logging
+
+    from dagstudy.execute import spool_dir, sync_study
+    from dagstudy.spec import redact_url
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    study, storage = _stored_study(args)
+    where = spool_dir(study.study_name, args.run_dir)
+    left = sync_study(study, storage, args.run_dir)
+    if left:
+        print(f"{left} records still wait in {where}: MLflow ({redact_url(storage.mlflow)}) "
+              "is unreachable; run this again when it is back", file=sys.stderr)
+        return 1
+    print(f"study {study.study_name}: MLflow ({redact_url(storage.mlflow)}) is up to date")
+    return 0
+
+
 def _cmd_ui(args) -> int:
-    from dagstudy.spec import storage_for
+    from dagstudy.spec import redact_url, storage_for
     from dagstudy.tracking import ui_command
 
     storage = storage_for(None, args.run_dir)
     if not storage.mlflow.startswith("sqlite"):
-        print(f"MLflow tracking is at {storage.mlflow}: open that server's UI")
+        print(f"MLflow tracking is at {redact_url(storage.mlflow)}: open that server's UI")
         return 0
-    print(f"MLflow UI: http://127.0.0.1:{args.port}  (store {storage.mlflow}; Ctrl-C stops it)",
+    print(f"MLflow UI: http://127.0.0.1:{args.port}  (store {redact_url(storage.mlflow)}; "
+          "Ctrl-C stops it)",
           flush=True)
     command = ui_command(storage, args.port)
     os.execv(command[0], command)  # the UI replaces this process: signals reach it directly

@@ -54,7 +54,16 @@ import dagstudy
 from dagstudy.config import format_errors
 from dagstudy.query import param_importances
 from dagstudy.search import suggest
-from dagstudy.spec import Resources, Storage, StudySpec, open_storage, storage_for
+from dagstudy.spec import (
+    Resources,
+    Storage,
+    StudySpec,
+    open_storage,
+    redact_url,
+    run_dir_for,
+    storage_for,
+)
+from dagstudy.spool import Spool
 from dagstudy.tracking import Tracker, TrialRecord
 from dagstudy.worker import TrialJob, make_pruner, train_job, train_trial
 
@@ -136,7 +145,35 @@ def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str,
     study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
     study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number},
                         skip_if_exists=False)
-    tracker.fail_run(trial.user_attrs.get("mlflow_run_id"), reason)
+    attrs = trial.user_attrs
+    if "config" in attrs:  # launched: it has (or should have had) an MLflow run
+        tracker.end_trial(attrs.get("mlflow_run_id"), TrialRecord(
+            trial.number, "FAIL", attrs["config"], trial.params, attrs.get("seeds", []), [],
+            None, None, reason, None))
+
+
+def spool_dir(study: str, run_dir: str | os.PathLike | None = None) -> Path:
+    """Where a study's tracking records wait for MLflow: ``<run dir>/spool/<study>``."""
+    return run_dir_for(run_dir) / "spool" / study
+
+
+def study_tracker(study: optuna.Study, storage: Storage,
+                  run_dir: str | os.PathLike | None = None) -> Tracker:
+    """The study's ``Tracker``, spooling under ``spool_dir``; runs created after an MLflow
+    outage are linked in the study's user attributes (``mlflow_parent_run_id`` and
+    ``mlflow_run_ids``, see ``query.trial_run_id``)."""
+    def link(number: int | None, run_id: str) -> None:
+        if number is None:
+            study.set_user_attr("mlflow_parent_run_id", run_id)
+        else:
+            study.set_user_attr("mlflow_run_ids", {**study.user_attrs.get("mlflow_run_ids", {}),
+                                                   str(number): run_id})
+
+    name = study.study_name
+    return Tracker(storage.mlflow, name, artifact_location=storage.artifacts,
+                   parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
+                   settings=study.user_attrs.get("spec"), spool=Spool(spool_dir(name, run_dir)),
+                   on_run_created=link)
 
 
 @dataclass
@@ -313,9 +350,9 @@ def _open_study(spec: StudySpec, storage: Storage, resume: bool) -> optuna.Study
     rdb = open_storage(storage.optuna)
     exists = spec.name in [s.study_name for s in rdb.get_all_studies()]
     if resume and not exists:
-        raise StudyError(f"no study {spec.name!r} to resume in {storage.optuna}")
+        raise StudyError(f"no study {spec.name!r} to resume in {redact_url(storage.optuna)}")
     if not resume and exists:
-        raise StudyError(f"study {spec.name!r} exists in {storage.optuna}; "
+        raise StudyError(f"study {spec.name!r} exists in {redact_url(storage.optuna)}; "
                          f"continue it with `dagstudy resume {spec.name}` or rename it")
     study = optuna.create_study(study_name=spec.name, storage=rdb, sampler=make_sampler(spec),
                                 pruner=make_pruner(spec), direction=spec.objective.direction,
@@ -342,11 +379,7 @@ def run_study(
     """
     storage = storage_for(spec, run_dir)
     study = _open_study(spec, storage, resume)
-    tracker = Tracker(storage.mlflow, spec.name, artifact_location=storage.artifacts,
-                      parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
-                      settings=spec.model_dump(mode="json", exclude={"storage"}))
-    if tracker.parent_run_id is not None:
-        study.set_user_attr("mlflow_parent_run_id", tracker.parent_run_id)
+    tracker = study_tracker(study, storage, run_dir)
     if resume:
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             requeue(study, stale, "driver died", tracker)
@@ -373,6 +406,19 @@ def run_study(
     return study
 
 
+def sync_study(study: optuna.Study, storage: Storage,
+               run_dir: str | os.PathLike | None = None) -> int:
+    """Upload the study's spooled tracking records (``spool_dir``) to ``storage.mlflow`` and,
+    if the study ended while MLflow was unreachable, end its parent run with the best trial and
+    the summary plots. Idempotent. Returns the number of records still waiting (0: done)."""
+    tracker = study_tracker(study, storage, run_dir)
+    try:
+        importances = param_importances(study)
+    except ValueError:
+        importances = None
+    return tracker.sync(study, importances)
+
+
 def summary(study: optuna.Study, spec: StudySpec, storage: Storage) -> str:
     """What a finished ``run`` prints: counts, the best trial, where everything is."""
     done = study.get_trials(deepcopy=False)
@@ -386,7 +432,7 @@ def summary(study: optuna.Study, spec: StudySpec, storage: Storage) -> str:
         lines.append(f"best trial #{best.number}: {spec.objective.metric} {best.value:.4f}  "
                      f"params {json.dumps(best.params)}  "
                      f"mlflow run {best.user_attrs.get('mlflow_run_id')}")
-    lines.append(f"optuna {storage.optuna}\nmlflow {storage.mlflow}")
+    lines.append(f"optuna {redact_url(storage.optuna)}\nmlflow {redact_url(storage.mlflow)}")
     return "\n".join(lines)
 
 

@@ -7,7 +7,9 @@ directory: ``$DAGSTUDY_HOME`` or ``./dagstudy-runs``).
 
 Per trial, the driver stores user attributes that these tables expose: ``mean``, ``std`` and
 ``per_seed`` (the objective metric's final values), ``config`` (the resolved ``TrainConfig``),
-``seeds``, ``mlflow_run_id`` and, for failed or pruned trials, ``failure_reason``.
+``seeds``, ``mlflow_run_id`` and, for failed or pruned trials, ``failure_reason``. A trial
+launched while MLflow was unreachable gets its run later; its id is then in the study's
+``mlflow_run_ids`` user attribute (``trial_run_id`` reads both).
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ def load_study(study: str, storage: str | None = None) -> optuna.Study:
     return optuna.load_study(study_name=study, storage=rdb)
 
 
+def trial_run_id(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str | None:
+    """The trial's MLflow run id: set at launch, or (a run created after an MLflow outage) in
+    the study's ``mlflow_run_ids`` user attribute, keyed by trial number."""
+    return (trial.user_attrs.get("mlflow_run_id")
+            or study.user_attrs.get("mlflow_run_ids", {}).get(str(trial.number)))
+
+
 def _metric(study: optuna.Study) -> str:
     return study.user_attrs.get("spec", {}).get("objective", {}).get("metric", "objective")
 
@@ -42,15 +51,16 @@ def _columns(metric: str) -> list[str]:
             "duration_s"]
 
 
-def _frame(rows: list[optuna.trial.FrozenTrial], metric: str) -> pd.DataFrame:
+def _frame(study: optuna.Study, rows: list[optuna.trial.FrozenTrial]) -> pd.DataFrame:
     """One row per trial: the fixed columns, then one ``params_<name>`` column per param."""
+    metric = _metric(study)
     records = []
     for t in rows:
         attrs = t.user_attrs
         duration = t.duration.total_seconds() if t.duration is not None else None
         values = [t.number, t.state.name, t.value, attrs.get("mean"), attrs.get("std"),
                   attrs.get("per_seed"), attrs.get("failure_reason"),
-                  attrs.get("mlflow_run_id"), attrs.get("config"), t.datetime_start, duration]
+                  trial_run_id(study, t), attrs.get("config"), t.datetime_start, duration]
         record = dict(zip(_columns(metric), values))
         record.update({f"params_{k}": v for k, v in t.params.items()})
         records.append(record)
@@ -65,7 +75,7 @@ def trials(study: str, storage: str | None = None) -> pd.DataFrame:
     metric's per-seed mean, std and values, sampled params (``params_<name>``), failure reason,
     MLflow run id, resolved config, start time and duration."""
     s = load_study(study, storage)
-    return _frame(s.get_trials(deepcopy=False), _metric(s))
+    return _frame(s, s.get_trials(deepcopy=False))
 
 
 def best_configs(study: str, k: int = 5, storage: str | None = None) -> pd.DataFrame:
@@ -73,14 +83,13 @@ def best_configs(study: str, k: int = 5, storage: str | None = None) -> pd.DataF
     number); columns as ``trials``; no rows before any trial completes.
     ``TrainConfig(**df.config[0])`` rebuilds the best configuration."""
     s = load_study(study, storage)
-    metric = _metric(s)
     done = s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
-        return _frame([], metric)
+        return _frame(s, [])
     sign = -1.0 if s.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
     best = s.best_trial.number
     ranked = sorted(done, key=lambda t: (sign * t.value, t.number != best, t.number))
-    return _frame(ranked[:k], metric)
+    return _frame(s, ranked[:k])
 
 
 def param_importances(study: optuna.Study) -> dict[str, float]:

@@ -364,6 +364,15 @@ class Storage:
     artifacts: str | None
 
 
+_URL_USERINFO_PASSWORD = re.compile(r"(?<=://)([^:/?#@]*):[^@/?#]*@")
+_URL_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|token|secret)=)[^&#]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for logs: a password in it (``user:***@host``, ``?password=***``) hidden."""
+    return _URL_QUERY_SECRET.sub(r"\1***", _URL_USERINFO_PASSWORD.sub(r"\1:***@", url))
+
+
 def storage_for(spec: StudySpec | None = None, run_dir: str | os.PathLike | None = None) -> Storage:
     """Where a study lives (see the module docstring for the order of precedence)."""
     base = run_dir_for(run_dir)

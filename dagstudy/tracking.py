@@ -11,19 +11,26 @@ per-epoch rows of a pruned or failed trial) and the PNG plots ``learning_curves.
 ``dead_fraction.png``. The parent run gets the study's settings as params and, at the end, the
 best trial's metrics, ``param_importances.png`` and ``optimization_history.png``.
 
-Tracking never fails a trial: every public ``Tracker`` method turns an MLflow error into one
-``TrackingWarning`` and returns None.
+Tracking never fails a trial. A study's tracker writes each finished trial's record to a spool
+under the run directory before uploading it (``dagstudy.spool``); while MLflow is unreachable,
+records wait there (one ``TrackingWarning`` per outage) and are uploaded when it answers again,
+at the end of the study, or by ``dagstudy sync``. Uploads are idempotent, so MLflow ends with
+one run per finished trial.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
+import os
 import sys
 import tempfile
 import time
+import urllib.request
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +41,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from dagstudy.optim import VARIANTS
+from dagstudy.query import trial_run_id
 from dagstudy.revival import POLICIES
-from dagstudy.spec import Storage
+from dagstudy.spec import Storage, redact_url
+from dagstudy.spool import Spool
 from dagstudy.train import FINAL_METRICS
 
 TOPOLOGY_IDEAS = {"dag": "DAG-DENSE", "fanin": "DAG-FANIN"}
@@ -78,9 +87,10 @@ def ideas_touched(config: dict[str, Any]) -> list[str]:
 
 
 def _guarded(method):
+    """For the confirmation's records: nothing without a parent run; an error warns."""
     @functools.wraps(method)
     def wrapper(self: Tracker, *args, **kwargs):
-        if self.client is None:
+        if self.parent_run_id is None:
             return None
         try:
             return method(self, *args, **kwargs)
@@ -198,42 +208,101 @@ def plot_history(study: optuna.Study, path: Path) -> None:
 
 
 class Tracker:
-    """One study's MLflow records (see the module docstring). A new experiment stores its
-    artifacts under ``artifact_location/<study>`` (None: the tracking server decides).
-    ``parent_run_id`` resumes an existing parent run; otherwise one is created with the study's
-    ``settings`` (the spec as JSON) as params (all but the search space) and as ``study.json``.
-    If MLflow cannot be reached at all, the tracker warns once and every method does nothing."""
+    """One study's MLflow records (see the module docstring).
+
+    A new experiment stores its artifacts under ``artifact_location/<study>`` (None: the
+    tracking server decides). ``parent_run_id`` resumes an existing parent run; otherwise one
+    is created with the study's ``settings`` (the spec as JSON) as params (all but the search
+    space) and as ``study.json``.
+
+    MLflow outages: with a ``spool``, every finished trial's record is written there first and
+    removed once uploaded, so nothing is lost while MLflow is unreachable. After a failed call
+    the tracker is offline: trials are spooled without calling MLflow, and every
+    ``retry_seconds`` (seconds) it checks the server again; when it answers, the spool is
+    uploaded oldest first. ``finish`` and ``sync`` try regardless of the wait. Runs created
+    after the fact (a trial launched while offline, or the parent run) are reported through
+    ``on_run_created(trial number or None for the parent, run id)``. One ``TrackingWarning``
+    per outage; a tracking failure never raises.
+    """
 
     def __init__(self, tracking_uri: str, study: str, *, artifact_location: str | None = None,
-                 parent_run_id: str | None = None, settings: dict[str, Any] | None = None):
+                 parent_run_id: str | None = None, settings: dict[str, Any] | None = None,
+                 spool: Spool | None = None,
+                 on_run_created: Callable[[int | None, str], None] | None = None,
+                 retry_seconds: float = 30.0):
+        self.uri = tracking_uri
         self.study = study
-        self.client: MlflowClient | None = MlflowClient(tracking_uri)
+        self.client = MlflowClient(tracking_uri)
         self.experiment_id: str | None = None
-        self.parent_run_id: str | None = None
-        self._open(artifact_location, parent_run_id, settings or {})
-        if self.parent_run_id is None:
-            self.client = None
+        self.parent_run_id = parent_run_id
+        self.spool = spool
+        self.on_run_created = on_run_created
+        self.retry_seconds = retry_seconds
+        self._artifact_location = artifact_location
+        self._settings = settings or {}
+        self._resumed = parent_run_id is not None
+        self._offline_since: float | None = None  # time.monotonic() of the last failure
+        self._ready(force=True)
 
-    @_guarded
-    def _open(self, artifact_location: str | None, parent_run_id: str | None, settings: dict):
+    # --- connection state ---------------------------------------------------------------------
+
+    def _went_offline(self, error: BaseException) -> None:
+        if self._offline_since is None:
+            where = (f"its records are spooled under {self.spool.directory} and uploaded when "
+                     f"it is back (at the end of the study, or `dagstudy sync {self.study}`)"
+                     if self.spool is not None else "this record is not kept")
+            warnings.warn(f"MLflow at {redact_url(self.uri)} failed ({type(error).__name__}: "
+                          f"{error}); the study goes on: {where}", TrackingWarning, stacklevel=3)
+        self._offline_since = time.monotonic()
+
+    def _ready(self, force: bool = False) -> bool:
+        """Whether MLflow can be used now: the experiment and parent run exist, and after an
+        outage the server answers again (then the spool is uploaded first). While offline,
+        checks at most every ``retry_seconds`` unless ``force``."""
+        if self._offline_since is not None:
+            if not force and time.monotonic() - self._offline_since < self.retry_seconds:
+                return False
+            if not _server_healthy(self.uri):
+                self._offline_since = time.monotonic()
+                return False
+        try:
+            with _short_http_retries():
+                self._open()
+        except Exception as e:  # tracking must never fail the study
+            self._went_offline(e)
+            return False
+        if self.spool is not None and len(self.spool) and not self._flush():
+            return False  # still failing: the outage goes on (no second warning)
+        self._offline_since = None
+        return True
+
+    def _open(self) -> None:
+        """Find or create the experiment; create the parent run or mark a resumed one RUNNING
+        (each once)."""
         client = self.client
-        experiment = client.get_experiment_by_name(self.study)
-        if experiment is None:
-            location = artifact_location and f"{artifact_location.rstrip('/')}/{self.study}"
-            self.experiment_id = client.create_experiment(
-                self.study, artifact_location=location, tags={"dagstudy.study": self.study})
-        else:
-            self.experiment_id = experiment.experiment_id
-        if parent_run_id is not None:
-            client.update_run(parent_run_id, status="RUNNING")
-            self.parent_run_id = parent_run_id
+        if self.experiment_id is None:
+            experiment = client.get_experiment_by_name(self.study)
+            if experiment is None:
+                location = (self._artifact_location
+                            and f"{self._artifact_location.rstrip('/')}/{self.study}")
+                experiment_id = client.create_experiment(
+                    self.study, artifact_location=location, tags={"dagstudy.study": self.study})
+            else:
+                experiment_id = experiment.experiment_id
+            self.experiment_id = experiment_id
+        if self._resumed:
+            client.update_run(self.parent_run_id, status="RUNNING")
+            self._resumed = False
+        if self.parent_run_id is not None:
             return
         run = client.create_run(self.experiment_id, run_name=self.study,
                                 tags={"dagstudy.study": self.study, "dagstudy.role": "study"})
-        params = _flat("", {k: v for k, v in settings.items() if k != "search"})
-        self._log(run.info.run_id, params=params)
-        client.log_dict(run.info.run_id, settings, "study.json")
         self.parent_run_id = run.info.run_id
+        if self.on_run_created is not None:
+            self.on_run_created(None, self.parent_run_id)
+        params = _flat("", {k: v for k, v in self._settings.items() if k != "search"})
+        self._log(run.info.run_id, params=params)
+        client.log_dict(run.info.run_id, self._settings, "study.json")
 
     def _log(self, run_id: str, metrics=(), params: dict | None = None,
              tags: dict | None = None) -> None:
@@ -247,9 +316,10 @@ class Tracker:
         for i in range(0, len(tags_), _BATCH["tags"]):
             self.client.log_batch(run_id, tags=tags_[i : i + _BATCH["tags"]])
 
-    @_guarded
-    def start_trial(self, number: int, config: dict[str, Any], params: dict[str, Any]) -> str:
-        """Create trial ``number``'s child run (status RUNNING); returns its run id."""
+    # --- trials -------------------------------------------------------------------------------
+
+    def _create_trial_run(self, number: int, config: dict[str, Any],
+                          params: dict[str, Any]) -> str:
         tags = {
             "mlflow.parentRunId": self.parent_run_id,
             "dagstudy.study": self.study,
@@ -259,20 +329,44 @@ class Tracker:
         }
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:04d}",
                                      tags={k: str(v) for k, v in tags.items()})
-        self._log(run.info.run_id, params=_flat("", config))
         return run.info.run_id
 
-    @_guarded
-    def end_trial(self, run_id: str | None, record: TrialRecord) -> None:
-        """Log a finished trial's metrics, tags and artifacts, and end its run."""
+    def _find_trial_run(self, number: int) -> str | None:
+        """The child run of trial ``number``, if one was created before (its creation may have
+        succeeded although the call that made it failed)."""
+        runs = self.client.search_runs(
+            [self.experiment_id], max_results=1,
+            filter_string=(f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
+                           f"and tags.`dagstudy.trial` = '{number}'"))
+        return runs[0].info.run_id if runs else None
+
+    def start_trial(self, number: int, config: dict[str, Any],
+                    params: dict[str, Any]) -> str | None:
+        """Create trial ``number``'s child run (status RUNNING) with the configuration as
+        params; returns its run id, or None while MLflow is unreachable."""
+        if not self._ready():
+            return None
+        run_id = None
+        try:
+            with _short_http_retries():
+                run_id = self._create_trial_run(number, config, params)
+                self._log(run_id, params=_flat("", config))
+        except Exception as e:
+            self._went_offline(e)
+        return run_id
+
+    def _upload(self, run_id: str | None, record: TrialRecord, timestamp: int) -> str:
+        """Log a finished trial (idempotent: params, metrics with the fixed ``timestamp``, tags
+        and artifacts can be logged twice) and end its run; returns the run id."""
         if run_id is None:
-            return
-        now = int(time.time() * 1000)
-        metrics = epoch_metrics(record.rows, record.seeds, now) + final_metrics(record, now)
+            run_id = self._find_trial_run(record.number) or self._create_trial_run(
+                record.number, record.config, record.params)
+        metrics = (epoch_metrics(record.rows, record.seeds, timestamp)
+                   + final_metrics(record, timestamp))
         tags = {"dagstudy.state": record.state}
         if record.reason:
             tags["failure_reason"] = record.reason
-        self._log(run_id, metrics=metrics, tags=tags)
+        self._log(run_id, metrics=metrics, params=_flat("", record.config), tags=tags)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             config = {"config": record.config, "params": record.params, "seeds": record.seeds}
@@ -287,19 +381,46 @@ class Tracker:
             self.client.log_artifacts(run_id, tmp)
         status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(record.state, "FAILED")
         self.client.set_terminated(run_id, status=status)
+        return run_id
 
-    @_guarded
-    def fail_run(self, run_id: str | None, reason: str) -> None:
-        """Mark a run that will never finish (its driver died) FAILED with the reason."""
-        if run_id is None:
+    def _upload_reported(self, run_id: str | None, record: TrialRecord, timestamp: int) -> None:
+        uploaded = self._upload(run_id, record, timestamp)
+        if uploaded != run_id and self.on_run_created is not None:
+            self.on_run_created(record.number, uploaded)
+
+    def _flush(self) -> bool:
+        """Upload the spooled trial records, oldest first; False if MLflow failed."""
+        if self.spool is None:
+            return True
+        for item in self.spool.trials():
+            try:
+                with _short_http_retries():
+                    self._upload_reported(item.run_id, TrialRecord(**item.record), item.timestamp)
+            except Exception as e:
+                self._went_offline(e)
+                return False
+            item.path.unlink()
+        return True
+
+    def end_trial(self, run_id: str | None, record: TrialRecord) -> None:
+        """Record a finished trial: spool it, then upload its metrics, tags and artifacts and
+        end its run (``run_id`` None: the run is created now, or at upload)."""
+        timestamp = int(time.time() * 1000)
+        if self.spool is not None:
+            self.spool.put_trial(record.number, run_id, timestamp, record)
+            self._ready()  # uploads the spool, this record included, if MLflow answers
             return
-        self.client.set_tag(run_id, "failure_reason", reason)
-        self.client.set_terminated(run_id, status="FAILED")
+        if self._ready():
+            try:
+                with _short_http_retries():
+                    self._upload_reported(run_id, record, timestamp)
+            except Exception as e:
+                self._went_offline(e)
 
-    @_guarded
-    def finish(self, study: optuna.Study, importances: dict[str, float] | None,
-               status: str = "FINISHED") -> None:
-        """End the parent run; when the study has a best trial, log it and the summary plots."""
+    # --- the study ----------------------------------------------------------------------------
+
+    def _finish(self, study: optuna.Study, importances: dict[str, float] | None,
+                status: str) -> None:
         run_id = self.parent_run_id
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if complete:
@@ -307,7 +428,7 @@ class Tracker:
             now = int(time.time() * 1000)
             self._log(run_id, metrics=[Metric("best_objective", best.value, now, 0)],
                       tags={"dagstudy.best_trial": best.number,
-                            "dagstudy.best_run_id": best.user_attrs.get("mlflow_run_id")})
+                            "dagstudy.best_run_id": trial_run_id(study, best)})
             with tempfile.TemporaryDirectory() as tmp:
                 plot_history(study, Path(tmp) / "optimization_history.png")
                 if importances:
@@ -315,6 +436,68 @@ class Tracker:
                     (Path(tmp) / "param_importances.json").write_text(json.dumps(importances))
                 self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, status=status)
+
+    def finish(self, study: optuna.Study, importances: dict[str, float] | None,
+               status: str = "FINISHED") -> int:
+        """Upload what is spooled, then end the parent run with ``status``; when the study has
+        a best trial, log it and the summary plots. While MLflow is unreachable this is
+        spooled too. Returns the number of records still waiting in the spool."""
+        if self._ready(force=True):
+            try:
+                with _short_http_retries():
+                    self._finish(study, importances, status)
+                if self.spool is not None:
+                    self.spool.clear_finish()
+                return 0
+            except Exception as e:
+                self._went_offline(e)
+        if self.spool is None:
+            return 0
+        self.spool.put_finish(status)
+        left = len(self.spool)
+        warnings.warn(f"{left} tracking records wait in {self.spool.directory}: upload them "
+                      f"with `dagstudy sync {self.study}` when MLflow "
+                      f"({redact_url(self.uri)}) is back", TrackingWarning, stacklevel=2)
+        return left
+
+    def sync(self, study: optuna.Study, importances: dict[str, float] | None) -> int:
+        """Upload the spool and, if the study ended while MLflow was unreachable, finish the
+        parent run. Returns the number of records still waiting."""
+        status = self.spool.finish_status() if self.spool is not None else None
+        if status is not None:
+            return self.finish(study, importances, status)
+        self._ready(force=True)
+        return len(self.spool) if self.spool is not None else 0
+
+
+def _server_healthy(uri: str) -> bool:
+    """An HTTP tracking server answers ``/health`` within 5 s (other stores: True)."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+_HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+
+
+@contextlib.contextmanager
+def _short_http_retries():
+    """MLflow's HTTP client retries a failing call for about 4 minutes by default; the driver
+    gives up after a few seconds instead (the record stays spooled). Variables the user set
+    are left alone."""
+    added = {k: v for k, v in _HTTP_RETRIES.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def ui_command(storage: Storage, port: int = 5000) -> list[str]:
