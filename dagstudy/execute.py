@@ -8,7 +8,10 @@ epoch's objective to Optuna (``trial.report``) and asks the study's pruner
 (``trial.should_prune``), so Optuna's own pruners act on per-epoch values; it returns an
 outcome. The driver then tells Optuna (COMPLETE with the objective, PRUNED, or FAIL with the
 ``failure_reason`` user attribute) and logs the trial to MLflow. The Optuna study in its RDB
-storage is the source of truth; MLflow is the record.
+storage is the source of truth; MLflow is the record. Tracking records go through a spool under
+the run directory (``spool_dir``): while MLflow is unreachable trials go on and their records
+wait there, uploaded when it answers, at the end of the study, or by ``sync_study``
+(``dagstudy sync``).
 
 Per-epoch reports: ``step = epoch`` with the objective of that epoch's per-seed values. With the
 Wilcoxon pruner, each seed's value is reported on its own, at ``step = (epoch - 1) * S + i``
@@ -64,7 +67,7 @@ from dagstudy.spec import (
     storage_for,
 )
 from dagstudy.spool import Spool
-from dagstudy.tracking import Tracker, TrialRecord
+from dagstudy.tracking import Tracker, TrackingAuthError, TrialRecord, check_access
 from dagstudy.worker import TrialJob, make_pruner, train_job, train_trial
 
 TrialState = optuna.trial.TrialState
@@ -378,6 +381,10 @@ def run_study(
     already (run) or does not (resume). See the module docstring for budget and failures.
     """
     storage = storage_for(spec, run_dir)
+    try:
+        check_access(storage.mlflow)
+    except TrackingAuthError as e:
+        raise StudyError(str(e)) from None
     study = _open_study(spec, storage, resume)
     tracker = study_tracker(study, storage, run_dir)
     if resume:

@@ -38,6 +38,7 @@ from typing import Any
 import optuna
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from dagstudy.optim import VARIANTS
@@ -52,7 +53,31 @@ _BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's log_batch lim
 
 
 class TrackingWarning(UserWarning):
-    """An MLflow call failed; the study goes on without that record."""
+    """An MLflow call failed; the study goes on (its records wait in the spool)."""
+
+
+class TrackingAuthError(RuntimeError):
+    """The MLflow tracking server refused this client's credentials (HTTP 401 or 403)."""
+
+
+def check_access(uri: str) -> None:
+    """Raise ``TrackingAuthError`` if the tracking server at ``uri`` refuses the credentials,
+    so a study with wrong or missing ones stops before any work; an unreachable server or a
+    local store passes (records spool until it answers)."""
+    if not uri.startswith(("http://", "https://")) or not _server_healthy(uri):
+        return
+    try:
+        with _short_http_retries():
+            MlflowClient(uri).search_experiments(max_results=1)
+    except MlflowException as e:
+        code = e.get_http_status_code()
+        if code in (401, 403):
+            raise TrackingAuthError(
+                f"MLflow at {redact_url(uri)} refused the credentials (HTTP {code}): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (infra/local/up.sh "
+                "--mlflow-auth writes them to stack.env)") from None
+    except Exception:  # not reachable after all: the spool takes over
+        return
 
 
 @dataclass

@@ -32,6 +32,9 @@ COMPOSE = DOCKER / "compose.yaml"
 COMPOSE_GPU = DOCKER / "compose.gpu.yaml"
 CLUSTER = INFRA / "ray" / "cluster.yaml"
 SECRETS_EXAMPLE = K8S / "secrets.example.yaml"
+LOCAL = INFRA / "local"
+LOCAL_UP = LOCAL / "up.sh"
+LOCAL_DOWN = LOCAL / "down.sh"
 SCRIPTS = {
     # script in the repo -> the name the Dockerfile installs it under
     "dagstudy-env.sh": "dagstudy-env",
@@ -644,6 +647,7 @@ def ray_start_flags_in_infra() -> set[str]:
                  load(K8S / "rayjob.yaml")["spec"]["rayClusterSpec"]):
         for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
             flags |= {f"--{key}" for key in group["rayStartParams"]}
+    flags |= used_flags(LOCAL_UP.read_text(), '"$RAY" start')
     return flags
 
 
@@ -672,6 +676,9 @@ def test_mlflow_server_flags_and_env_exist_in_installed_mlflow():
     )
     flags = used_flags((DOCKER / "mlflow-server.sh").read_text(), "mlflow server")
     flags |= {"--workers"}  # passed by compose and k8s as extra arguments
+    local = used_flags(LOCAL_UP.read_text(), '"$MLFLOW" server')
+    assert {"--backend-store-uri", "--allowed-hosts", "--artifacts-destination"} <= local
+    flags |= local | {"--app-name"}  # up.sh passes it from an array (--mlflow-auth)
     assert {"--app-name", "--allowed-hosts", "--artifacts-destination"} <= flags
     missing = sorted(f for f in flags if f'"{f}"' not in source)
     version = importlib.metadata.version("mlflow")
@@ -682,3 +689,91 @@ def test_mlflow_server_flags_and_env_exist_in_installed_mlflow():
     for name in ("MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_TRACKING_USERNAME",
                  "MLFLOW_TRACKING_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
         assert f'"{name}"' in env_source, name
+
+
+# ------------------------------------------------------------- infra/local (no containers)
+# tests/test_local_stack.py runs these scripts for real; here only what needs no servers.
+
+
+@pytest.mark.parametrize("script", [LOCAL_UP, LOCAL_DOWN], ids=lambda p: p.name)
+def test_local_scripts_parse_and_are_strict(script):
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    text = script.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "\nset -euo pipefail\n" in text
+    assert "ray stop" not in text.replace("never `ray stop`", "").replace("no `ray stop`", "")
+    proc = subprocess.run([bash, "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_local_up_usage_names_every_flag():
+    """`up.sh --help` (which starts nothing) documents every flag the script accepts."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    text = LOCAL_UP.read_text()
+    accepted = set(re.findall(r"^\s+(--[a-z-]+)(?:\|-h)?\)", text, re.MULTILINE))
+    assert {"--host", "--no-ray", "--mlflow-auth", "--pg-port", "--mlflow-port"} <= accepted
+    proc = subprocess.run([bash, str(LOCAL_UP), "--help"], capture_output=True, text=True,
+                          timeout=10)
+    assert proc.returncode == 0, proc.stderr
+    missing = sorted(f for f in accepted if f not in proc.stdout)
+    assert not missing, f"up.sh --help does not mention {missing}"
+    bad = subprocess.run([bash, str(LOCAL_UP), "--no-such-flag"], capture_output=True,
+                         text=True, timeout=10)
+    assert bad.returncode == 2 and "unknown argument" in bad.stderr
+
+
+def test_local_up_binds_loopback_by_default():
+    text = LOCAL_UP.read_text()
+    assert re.search(r"^HOST=127\.0\.0\.1$", text, re.MULTILINE)
+    assert "listen_addresses=$HOST" in text  # PostgreSQL
+    assert '--host "$HOST"' in text  # MLflow
+    assert '--node-ip-address "$HOST"' in text and '--dashboard-host "$HOST"' in text  # Ray
+    assert "0.0.0.0" not in text
+
+
+def local_auth_ini() -> dict[str, str]:
+    """The basic_auth.ini that up.sh writes (its heredoc), as key -> value text."""
+    m = re.search(r"<<INI\n(.*?)\nINI\n", LOCAL_UP.read_text(), re.DOTALL)
+    assert m, "up.sh writes no basic_auth.ini heredoc"
+    lines = m.group(1).splitlines()
+    assert lines[0] == "[mlflow]"
+    return dict(line.split(" = ", 1) for line in lines[1:])
+
+
+def test_local_up_mlflow_basic_auth():
+    """--mlflow-auth: the basic-auth app with a private config whose keys the installed
+    MLflow reads, the secret key and config path through the environment, allowed hosts."""
+    text = LOCAL_UP.read_text()
+    ini = local_auth_ini()
+    assert set(ini) == {"default_permission", "database_uri", "admin_username",
+                        "admin_password", "authorization_function"}
+    assert ini["admin_password"] == '$(cat "$MLFLOW_ADMIN_PW_FILE")'  # generated, never literal
+    assert ini["database_uri"] == "$MLFLOW_AUTH_DB_URL"
+    assert 'MLFLOW_AUTH_DB_URL="postgresql+psycopg2://$PG_USER@' in text  # no password in it
+    assert ini["authorization_function"] == "mlflow.server.auth:authenticate_request_basic_auth"
+    assert 'openssl rand -hex 16 >"$MLFLOW_ADMIN_PW_FILE"' in text
+    assert 'openssl rand -hex 32 >"$MLFLOW_SECRET_KEY_FILE"' in text
+    assert "MLFLOW_ARGS=(--app-name basic-auth)" in text
+    assert '"MLFLOW_AUTH_CONFIG_PATH=$AUTH_INI"' in text
+    assert "export MLFLOW_FLASK_SERVER_SECRET_KEY" in text
+    # the secret key never becomes an argument (e.g. of `env`): only exported
+    assert not re.search(r"MLFLOW_ENV=\([^)]*SECRET", text)
+    assert '--allowed-hosts "$URL_HOST:$MLFLOW_PORT,localhost:$MLFLOW_PORT"' in text
+    assert "umask 077" in text.split("<<INI")[0].rsplit("(", 1)[-1]  # the ini is private
+
+    mlflow_dir = package_dir("mlflow")
+    if mlflow_dir is None:
+        pytest.skip("mlflow is not installed")
+    auth = mlflow_dir / "server" / "auth"
+    config_source = (auth / "config.py").read_text()
+    for key in ini:
+        assert f'"{key}"' in config_source, f"MLflow's auth config does not read {key}"
+    permissions = set(re.findall(r'name="([A-Z_]+)"', (auth / "permissions.py").read_text()))
+    assert ini["default_permission"] in permissions
+    module, _, function = ini["authorization_function"].partition(":")
+    assert module == "mlflow.server.auth"
+    assert f"def {function}(" in (auth / "__init__.py").read_text()

@@ -1,8 +1,14 @@
 """infra/local/up.sh and down.sh for real: PostgreSQL + MLflow on 127.0.0.1 in a temporary
 DAGSTUDY_HOME (free ports), idempotence, a small study through them from a subprocess, reads
-from other processes, loopback-only binding, and where the password is (and is not)."""
+from other processes, loopback-only binding, and where the password is (and is not).
 
+A second stack (``auth_stack``) runs MLflow with ``--mlflow-auth`` (its basic-auth app): the REST
+API answers only the generated admin password, foreign Host headers are refused, the mode is
+remembered, and a tiny study logs through it with MLFLOW_TRACKING_USERNAME / _PASSWORD."""
+
+import base64
 import copy
+import importlib.util
 import json
 import os
 import shutil
@@ -12,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -62,7 +69,9 @@ def script_env(home: Path) -> dict[str, str]:
     """This environment without the stack's variables, the venv first on PATH."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("DAGSTUDY_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI", "RAY_ADDRESS",
-                        "PGPASSWORD")}
+                        "PGPASSWORD", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                        "MLFLOW_TRACKING_TOKEN", "MLFLOW_FLASK_SERVER_SECRET_KEY")
+           and not k.startswith("MLFLOW_AUTH_")}
     env.update(DAGSTUDY_HOME=str(home), PATH=f"{VENV_BIN}{os.pathsep}{env['PATH']}")
     return env
 
@@ -74,20 +83,19 @@ def mlflow_healthy(uri: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def stack():
-    """up.sh --no-ray in a fresh directory; down.sh --purge and removal afterwards."""
+def start_stack(*flags: str, extra_env: dict[str, str] | None = None):
+    """up.sh --no-ray FLAGS in a fresh directory; down.sh --purge and removal afterwards."""
     # Not under pytest's 0700 basetemp: as root, PostgreSQL runs as 'postgres', which must be
     # able to reach its data directory.
     home = Path(tempfile.mkdtemp(prefix="dagstudy-stack-"))
     home.chmod(0o755)
     ports = {"pg": free_port(), "mlflow": free_port()}
     args = ["bash", str(UP), "--no-ray", "--pg-port", str(ports["pg"]),
-            "--mlflow-port", str(ports["mlflow"])]
+            "--mlflow-port", str(ports["mlflow"]), *flags]
     try:
         start = time.perf_counter()
-        first = subprocess.run(args, env=script_env(home), capture_output=True, text=True,
-                               timeout=150)
+        first = subprocess.run(args, env={**script_env(home), **(extra_env or {})},
+                               capture_output=True, text=True, timeout=150)
         assert first.returncode == 0, first.stderr
         yield {"home": home, "ports": ports, "args": args, "first": first,
                "up_s": time.perf_counter() - start, "env": read_env(home / "stack.env")}
@@ -95,6 +103,12 @@ def stack():
         subprocess.run(["bash", str(DOWN), "--purge"], env=script_env(home), timeout=120,
                        capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """PostgreSQL + MLflow without auth."""
+    yield from start_stack()
 
 
 def test_up_starts_postgres_and_mlflow_and_is_idempotent(stack):
@@ -126,13 +140,15 @@ def test_up_starts_postgres_and_mlflow_and_is_idempotent(stack):
                          password="wrong-password").close()
 
 
-def test_study_through_the_stack(stack, tmp_path):
-    data = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())
-    data = copy.deepcopy(data)
-    data.update(name="stack_smoke", epochs=2, budget={"trials": 4}, seeds=1)
-    data["sampler"]["n_startup_trials"] = 2
+def run_small_study(stack: dict, tmp_path: Path, name: str, trials: int,
+                    epochs: int) -> tuple[Path, dict[str, str], subprocess.CompletedProcess]:
+    """studies/smoke.yaml cut down to `trials` trials of one seed, run as `dagstudy run` in a
+    subprocess with the stack's environment (stack.env): its run dir, environment, process."""
+    data = copy.deepcopy(yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text()))
+    data.update(name=name, epochs=epochs, budget={"trials": trials}, seeds=1)
+    data["sampler"]["n_startup_trials"] = min(2, trials)
     data["pruner"] = {"name": "none"}  # every trial completes: one child run each
-    study_file = tmp_path / "stack_smoke.yaml"
+    study_file = tmp_path / f"{name}.yaml"
     study_file.write_text(yaml.safe_dump(data))
     env = {**script_env(stack["home"]), **stack["env"]}
     run_dir = tmp_path / "runs"
@@ -141,6 +157,11 @@ def test_study_through_the_stack(stack, tmp_path):
                           "--run-dir", str(run_dir), "--num-cpus", "2"],
                          env=env, capture_output=True, text=True, timeout=150, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
+    return run_dir, env, run
+
+
+def test_study_through_the_stack(stack, tmp_path):
+    run_dir, env, _ = run_small_study(stack, tmp_path, "stack_smoke", trials=4, epochs=2)
     assert not (run_dir / "optuna.db").exists()  # PostgreSQL, not the SQLite fallback
     assert not (run_dir / "mlflow.db").exists()
 
@@ -220,3 +241,198 @@ def test_password_file_private_and_not_on_command_lines(stack):
     for path in (home / "stack" / "mlflow.log", home / "postgres" / "server.log"):
         if path.exists():
             assert password not in path.read_text(errors="replace"), path
+
+
+# ------------------------------------------------------------ MLflow basic auth (--mlflow-auth)
+
+SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"  # a GET route of the REST API
+
+
+@pytest.fixture(scope="module")
+def auth_stack():
+    """PostgreSQL + MLflow with its basic-auth app (one stack for every auth test)."""
+    if importlib.util.find_spec("flask_wtf") is None:
+        pytest.skip('MLflow\'s basic-auth app needs Flask-WTF: pip install "mlflow[auth]"')
+    # An MLFLOW_AUTH_ADMIN_PASSWORD left in the shell would override the generated password
+    # in basic_auth.ini; up.sh removes it from the server's environment.
+    yield from start_stack("--mlflow-auth", extra_env={
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "inherited-from-the-shell-0123456789"})
+
+
+def http_status(url: str, user: str | None = None, password: str | None = None,
+                host: str | None = None) -> int:
+    """The HTTP status of a GET, with basic-auth credentials and a Host header if given."""
+    request = urllib.request.Request(url)
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    if host is not None:
+        request.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_auth_stack_answers_only_the_generated_admin_password(auth_stack):
+    env, home, port = auth_stack["env"], auth_stack["home"], auth_stack["ports"]["mlflow"]
+    uri = env["MLFLOW_TRACKING_URI"]
+    assert uri == f"http://127.0.0.1:{port}"
+    password = (home / "stack" / "mlflow_admin_password").read_text().strip()
+    assert len(password) >= 32 and password != "password1234"
+    assert env["MLFLOW_TRACKING_USERNAME"] == "admin"
+    assert env["MLFLOW_TRACKING_PASSWORD"] == password
+    out = auth_stack["first"].stdout  # the exports read the password from its file
+    assert "export MLFLOW_TRACKING_USERNAME='admin'" in out
+    assert (f"export MLFLOW_TRACKING_PASSWORD=\"$(cat '{home}/stack/mlflow_admin_password')\""
+            in out)
+    assert password not in out
+    for name in ("mlflow_admin_password", "mlflow_flask_secret_key", "basic_auth.ini"):
+        assert stat.S_IMODE((home / "stack" / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((home / "stack").stat().st_mode) == 0o700
+
+    assert http_status(f"{uri}/health") == 200  # health stays open
+    assert http_status(f"{uri}{SEARCH}") == 401  # no credentials
+    assert http_status(f"{uri}{SEARCH}", "admin", "password1234") == 401  # MLflow's old default
+    assert http_status(f"{uri}{SEARCH}", "admin", password[:-1] + "x") == 401
+    assert http_status(f"{uri}{SEARCH}", "admin", "inherited-from-the-shell-0123456789") == 401
+    assert http_status(f"{uri}{SEARCH}", "admin", password) == 200
+    # --allowed-hosts: a foreign Host header is refused even with valid credentials
+    assert http_status(f"{uri}{SEARCH}", "admin", password, host=f"evil.example:{port}") == 403
+    assert http_status(f"{uri}{SEARCH}", "admin", password, host=f"localhost:{port}") == 200
+
+    import psycopg2  # the user store is its own database
+
+    with psycopg2.connect(host="127.0.0.1", port=auth_stack["ports"]["pg"], user="dagstudy",
+                          dbname="mlflow_auth", password=env["PGPASSWORD"]) as conn, \
+            conn.cursor() as cur:
+        cur.execute("SELECT username, is_admin FROM users")
+        assert cur.fetchall() == [("admin", True)]
+
+
+def test_auth_mode_is_remembered_and_idempotent(auth_stack):
+    home = auth_stack["home"]
+    pid = (home / "stack" / "mlflow.pid").read_text()
+    # without --mlflow-auth: auth stays on, nothing restarts, the same password
+    args = [a for a in auth_stack["args"] if a != "--mlflow-auth"]
+    second = subprocess.run(args, env=script_env(home), capture_output=True, text=True,
+                            timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert "keeping it on" in second.stderr
+    assert "MLflow already running" in second.stderr and "auth: basic-auth" in second.stderr
+    assert (home / "stack" / "mlflow.pid").read_text() == pid
+    assert read_env(home / "stack.env") == auth_stack["env"]
+    assert "export MLFLOW_TRACKING_PASSWORD=" in second.stdout
+
+
+def test_auth_requested_on_a_running_server_without_auth_is_an_error(stack):
+    """up.sh --mlflow-auth never restarts (or silently keeps) a server without auth."""
+    home = stack["home"]
+    pid = (home / "stack" / "mlflow.pid").read_text()
+    env_before = (home / "stack.env").read_text()
+    run = subprocess.run([*stack["args"], "--mlflow-auth"], env=script_env(home),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert "runs with auth 'none', not 'basic-auth'" in run.stderr
+    assert "down.sh" in run.stderr
+    assert run.stdout == ""  # no exports
+    # nothing changed: no secrets generated (which would turn auth on for the next run)
+    assert not (home / "stack" / "mlflow_admin_password").exists()
+    assert (home / "stack" / "mlflow.pid").read_text() == pid
+    assert (home / "stack.env").read_text() == env_before
+    assert http_status(f"{stack['env']['MLFLOW_TRACKING_URI']}{SEARCH}") == 200
+
+
+def test_study_through_the_auth_stack(auth_stack, tmp_path, monkeypatch):
+    run_dir, _, run = run_small_study(auth_stack, tmp_path, "auth_smoke", trials=2, epochs=1)
+    assert not (run_dir / "mlflow.db").exists()
+    # dagstudy spools records instead of failing when MLflow refuses them: it must not have
+    assert "TrackingWarning" not in run.stderr, run.stderr[-3000:]
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(auth_stack["env"]["MLFLOW_TRACKING_URI"])
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(MlflowException):  # the client too is refused without credentials
+        client.get_experiment_by_name("auth_smoke")
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(name, auth_stack["env"][name])
+    experiment = client.get_experiment_by_name("auth_smoke")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    children = [r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(int(r.data.tags["dagstudy.trial"]) for r in children) == [0, 1]
+    # artifacts went through the authenticated server into its --artifacts-destination
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert "study.json" in artifacts
+    assert list((auth_stack["home"] / "mlflow-artifacts").rglob("study.json"))
+
+
+def test_study_without_credentials_stops_before_any_work(auth_stack, tmp_path, monkeypatch):
+    """Wrong or missing MLflow credentials are bad input, not an outage to spool through."""
+    data = copy.deepcopy(yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text()))
+    data["name"] = "no_credentials"
+    study_file = tmp_path / "no_credentials.yaml"
+    study_file.write_text(yaml.safe_dump(data))
+    env = {**script_env(auth_stack["home"]), **auth_stack["env"]}
+    for wrong in (None, "wrong-password"):
+        env.pop("MLFLOW_TRACKING_PASSWORD", None)
+        if wrong:
+            env["MLFLOW_TRACKING_PASSWORD"] = wrong
+        run = subprocess.run([sys.executable, "-m", "dagstudy.cli", "run", str(study_file),
+                              "--run-dir", str(tmp_path / "runs")],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2, run.stderr[-3000:]
+        assert "refused the credentials (HTTP 401)" in run.stderr
+        assert "MLFLOW_TRACKING_PASSWORD" in run.stderr
+        assert "Ray" not in run.stderr  # stopped before Ray started
+    import optuna
+
+    url = auth_stack["env"]["DAGSTUDY_OPTUNA_STORAGE"]
+    monkeypatch.setenv("PGPASSWORD", auth_stack["env"]["PGPASSWORD"])
+    assert "no_credentials" not in optuna.get_all_study_names(url)  # no study was created
+
+
+def test_auth_secrets_not_on_command_lines_or_in_logs(auth_stack):
+    home = auth_stack["home"]
+    secrets = {
+        "admin password": (home / "stack" / "mlflow_admin_password").read_text().strip(),
+        "flask secret key": (home / "stack" / "mlflow_flask_secret_key").read_text().strip(),
+        "postgres password": auth_stack["env"]["PGPASSWORD"],
+    }
+    ps = subprocess.run(["ps", "-eww", "-o", "pid,args", "--no-headers"], capture_output=True,
+                        text=True, timeout=10).stdout
+    servers = [line for line in ps.splitlines() if str(home) in line and "mlflow" in line]
+    assert servers and all("--app-name basic-auth" in line and "--allowed-hosts" in line
+                           for line in servers)
+    logs = [home / "stack" / "mlflow.log", home / "postgres" / "server.log",
+            home / "stack" / "initdb.log"]
+    for what, secret in secrets.items():
+        assert secret not in ps, what
+        for path in logs:
+            if path.exists():
+                assert secret not in path.read_text(errors="replace"), (what, path)
+    # they reach the server through its environment instead
+    pid = (home / "stack" / "mlflow.pid").read_text().strip()
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        pytest.skip("cannot read the server's environment")
+    names = {item.split(b"=", 1)[0].decode() for item in environ if item}
+    assert {"MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_FLASK_SERVER_SECRET_KEY"} <= names
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in names  # set in up.sh's environment (fixture)
+
+
+def test_auth_stack_binds_loopback_only(auth_stack):
+    addr = non_loopback_address()
+    if addr is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    for name, port in auth_stack["ports"].items():
+        assert reachable("127.0.0.1", port), name
+        assert not reachable(addr, port), f"{name} port {port} answers on {addr}"

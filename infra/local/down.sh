@@ -3,7 +3,8 @@
 #
 # Only the processes named by up.sh's pidfiles are stopped (never `ray stop`, which would stop
 # every Ray on the machine). Data stays in place; --purge removes the PostgreSQL data, the
-# artifacts, the secrets and stack.env as well.
+# artifacts, the secrets (the PostgreSQL and MLflow admin passwords, the Flask secret key,
+# basic_auth.ini) and stack.env as well, which also turns MLflow basic auth off for the next up.sh.
 #
 # Usage: down.sh [--purge]
 set -euo pipefail
@@ -12,7 +13,7 @@ PURGE=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --purge) PURGE=1; shift ;;
-        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "down.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done

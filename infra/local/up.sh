@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # infra/local/up.sh: a dagstudy stack on one machine, without containers.
 #
-#   PostgreSQL  (initdb into $RUN_DIR/postgres; databases optuna and mlflow; generated password)
+#   PostgreSQL  (initdb into $RUN_DIR/postgres; databases optuna and mlflow, and mlflow_auth
+#               with --mlflow-auth; generated password)
 #   MLflow      (tracking server backed by that PostgreSQL; artifacts under $RUN_DIR)
 #   Ray head    (unless --no-ray; token auth off explicitly: it binds loopback only by default)
 #
@@ -10,8 +11,15 @@
 # left alone. It prints the environment to export and writes it to $RUN_DIR/stack.env (0600).
 # Stop with infra/local/down.sh (data stays; --purge removes it).
 #
+# --mlflow-auth runs MLflow's basic-auth app (--app-name basic-auth): at its first setup an admin
+# password and a Flask secret key are generated into $RUN_DIR/stack/ (0600), the user store is
+# the PostgreSQL database mlflow_auth, and the exports add MLFLOW_TRACKING_USERNAME=admin and
+# MLFLOW_TRACKING_PASSWORD. Once set up, auth stays on for this RUN_DIR (later runs need not
+# repeat the flag; only down.sh --purge turns it off). A running MLflow of the other mode is
+# never restarted silently: up.sh stops with an error (run down.sh first).
+#
 # Usage: up.sh [--host ADDR] [--pg-port N] [--mlflow-port N] [--ray-port N]
-#              [--ray-dashboard-port N] [--num-cpus N] [--no-ray]
+#              [--ray-dashboard-port N] [--num-cpus N] [--no-ray] [--mlflow-auth]
 set -euo pipefail
 
 HOST=127.0.0.1
@@ -21,8 +29,9 @@ RAY_PORT=6380
 RAY_DASHBOARD_PORT=8266
 NUM_CPUS=$(nproc)
 WITH_RAY=1
+MLFLOW_AUTH=0
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --host) HOST=$2; shift 2 ;;
@@ -32,6 +41,7 @@ while [ $# -gt 0 ]; do
         --ray-dashboard-port) RAY_DASHBOARD_PORT=$2; shift 2 ;;
         --num-cpus) NUM_CPUS=$2; shift 2 ;;
         --no-ray) WITH_RAY=0; shift ;;
+        --mlflow-auth) MLFLOW_AUTH=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "up.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -39,6 +49,12 @@ done
 
 log() { echo "up.sh: $*" >&2; }
 die() { echo "up.sh: $*" >&2; exit 1; }
+
+case "$HOST" in
+    127.*|::1|localhost) ;;
+    *) log "warning: --host $HOST makes the stack reachable beyond this machine; the Ray head" \
+           "has no auth here, and MLflow has it only with --mlflow-auth" ;;
+esac
 
 # --- tools -------------------------------------------------------------------------------------
 # PostgreSQL binaries: PATH first, then the Debian package's directory.
@@ -91,6 +107,61 @@ PGPASSWORD=$(cat "$PW_FILE")
 export PGPASSWORD
 PG_USER=dagstudy
 
+# MLflow basic auth: the admin password and the Flask secret key (CSRF) are generated when an
+# auth server first starts (below) and kept; the password file's existence remembers the mode.
+MLFLOW_ADMIN_USER=admin
+MLFLOW_ADMIN_PW_FILE=$STACK_DIR/mlflow_admin_password
+MLFLOW_SECRET_KEY_FILE=$STACK_DIR/mlflow_flask_secret_key
+if [ "$MLFLOW_AUTH" = 0 ] && [ -s "$MLFLOW_ADMIN_PW_FILE" ]; then
+    log "MLflow basic auth was set up in $RUN_DIR before: keeping it on"
+    MLFLOW_AUTH=1
+fi
+WANT_MODE=none
+[ "$MLFLOW_AUTH" = 0 ] || WANT_MODE=basic-auth
+
+# URLs name the driver and hold no password (libpq reads PGPASSWORD).
+URL_HOST=$HOST
+case "$HOST" in *:*) URL_HOST="[$HOST]" ;; esac
+OPTUNA_URL="postgresql+psycopg2://$PG_USER@$URL_HOST:$PG_PORT/optuna"
+MLFLOW_DB_URL="postgresql+psycopg2://$PG_USER@$URL_HOST:$PG_PORT/mlflow"
+MLFLOW_AUTH_DB_URL="postgresql+psycopg2://$PG_USER@$URL_HOST:$PG_PORT/mlflow_auth"
+MLFLOW_URI="http://$URL_HOST:$MLFLOW_PORT"
+
+MLFLOW_PIDFILE=$STACK_DIR/mlflow.pid
+mlflow_healthy() { "$PYTHON" - "$MLFLOW_URI/health" <<'PY'
+import sys, urllib.request
+try:
+    sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)
+except OSError:
+    sys.exit(1)
+PY
+}
+# Whether the MLflow server that answers runs basic auth: only then is a REST call without
+# credentials refused with 401. Prints basic-auth, none, or unknown (not reachable).
+mlflow_mode() { "$PYTHON" - "$MLFLOW_URI/api/2.0/mlflow/experiments/search?max_results=1" <<'PY'
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=10)
+    print("none")
+except urllib.error.HTTPError as e:
+    print("basic-auth" if e.code == 401 else "none")
+except OSError as e:
+    print(f"unknown ({e})")
+PY
+}
+# A running MLflow of the other mode is an error before anything changes (never a silent
+# restart, never a server without the auth that was asked for).
+MLFLOW_RUNNING=0
+if alive "$MLFLOW_PIDFILE" && mlflow_healthy; then
+    MLFLOW_RUNNING=1
+    mode=$(mlflow_mode)
+    [ "$mode" = "$WANT_MODE" ] || die "MLflow (pid $(cat "$MLFLOW_PIDFILE")) runs with auth" \
+        "'$mode', not '$WANT_MODE'; stop it with infra/local/down.sh, then run up.sh again"
+    if [ "$MLFLOW_AUTH" = 1 ] && [ ! -s "$MLFLOW_ADMIN_PW_FILE" ]; then
+        die "MLflow runs with basic auth but $MLFLOW_ADMIN_PW_FILE is missing"
+    fi
+fi
+
 # PostgreSQL refuses to run as root: then it runs as the 'postgres' system user, which owns the
 # data directory (every parent of RUN_DIR must be traversable by it).
 AS_PG=()
@@ -124,8 +195,11 @@ else
         -o "-c listen_addresses=$HOST -p $PG_PORT -c unix_socket_directories=$PG_DATA" start \
         >/dev/null || die "PostgreSQL did not start, see $PG_DATA/server.log"
 fi
-# The two databases (created once; psql gets the password from PGPASSWORD).
-for db in optuna mlflow; do
+# The databases (created once; psql gets the password from PGPASSWORD); mlflow_auth holds
+# MLflow's users and permissions when basic auth is on.
+DATABASES=(optuna mlflow)
+[ "$MLFLOW_AUTH" = 0 ] || DATABASES+=(mlflow_auth)
+for db in "${DATABASES[@]}"; do
     exists=$(psql -h "$HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
         "SELECT 1 FROM pg_database WHERE datname = '$db'")
     if [ "$exists" != 1 ]; then
@@ -134,38 +208,54 @@ for db in optuna mlflow; do
     fi
 done
 
-# URLs name the driver and hold no password (libpq reads PGPASSWORD).
-URL_HOST=$HOST
-case "$HOST" in *:*) URL_HOST="[$HOST]" ;; esac
-OPTUNA_URL="postgresql+psycopg2://$PG_USER@$URL_HOST:$PG_PORT/optuna"
-MLFLOW_DB_URL="postgresql+psycopg2://$PG_USER@$URL_HOST:$PG_PORT/mlflow"
-MLFLOW_URI="http://$URL_HOST:$MLFLOW_PORT"
-
 # --- MLflow ------------------------------------------------------------------------------------
-MLFLOW_PIDFILE=$STACK_DIR/mlflow.pid
-mlflow_healthy() { "$PYTHON" - "$MLFLOW_URI/health" <<'PY'
-import sys, urllib.request
-try:
-    sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)
-except OSError:
-    sys.exit(1)
-PY
-}
-if alive "$MLFLOW_PIDFILE" && mlflow_healthy; then
-    log "MLflow already running (pid $(cat "$MLFLOW_PIDFILE"))"
+if [ "$MLFLOW_RUNNING" = 1 ]; then
+    log "MLflow already running (pid $(cat "$MLFLOW_PIDFILE"), auth: $WANT_MODE)"
 else
     port_open "$HOST" "$MLFLOW_PORT" \
         && die "port $HOST:$MLFLOW_PORT is taken by another process (--mlflow-port)"
-    log "starting MLflow on $MLFLOW_URI"
+    log "starting MLflow on $MLFLOW_URI (auth: $WANT_MODE)"
+    MLFLOW_ARGS=()
+    MLFLOW_ENV=()
+    if [ "$MLFLOW_AUTH" = 1 ]; then
+        [ -s "$MLFLOW_ADMIN_PW_FILE" ] \
+            || (umask 077; openssl rand -hex 16 >"$MLFLOW_ADMIN_PW_FILE")
+        [ -s "$MLFLOW_SECRET_KEY_FILE" ] \
+            || (umask 077; openssl rand -hex 32 >"$MLFLOW_SECRET_KEY_FILE")
+        chmod 0600 "$MLFLOW_ADMIN_PW_FILE" "$MLFLOW_SECRET_KEY_FILE"
+        # The auth app's config: private (0600, in the 0700 stack directory) since it holds the
+        # admin password, which only seeds the admin user on the first start. The secret key
+        # and the config path reach the server through its environment, never its arguments.
+        AUTH_INI=$STACK_DIR/basic_auth.ini
+        (
+            umask 077
+            cat >"$AUTH_INI" <<INI
+[mlflow]
+default_permission = READ
+database_uri = $MLFLOW_AUTH_DB_URL
+admin_username = $MLFLOW_ADMIN_USER
+admin_password = $(cat "$MLFLOW_ADMIN_PW_FILE")
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+INI
+        )
+        chmod 0600 "$AUTH_INI"
+        MLFLOW_ARGS=(--app-name basic-auth)
+        # -u: an MLFLOW_AUTH_ADMIN_* inherited from this shell would override the file.
+        MLFLOW_ENV=(-u MLFLOW_AUTH_ADMIN_USERNAME -u MLFLOW_AUTH_ADMIN_PASSWORD
+                    "MLFLOW_AUTH_CONFIG_PATH=$AUTH_INI")
+        MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$MLFLOW_SECRET_KEY_FILE")
+        export MLFLOW_FLASK_SERVER_SECRET_KEY
+    fi
     # setsid: its own process group, so down.sh can stop the server and its workers together.
     # The password reaches it through PGPASSWORD (exported above), not the URI.
-    setsid "$MLFLOW" server \
+    setsid env "${MLFLOW_ENV[@]}" "$MLFLOW" server "${MLFLOW_ARGS[@]}" \
         --backend-store-uri "$MLFLOW_DB_URL" \
         --artifacts-destination "$ARTIFACTS" \
         --host "$HOST" --port "$MLFLOW_PORT" --workers 2 \
         --allowed-hosts "$URL_HOST:$MLFLOW_PORT,localhost:$MLFLOW_PORT" \
         </dev/null >"$STACK_DIR/mlflow.log" 2>&1 &
     echo $! >"$MLFLOW_PIDFILE"
+    unset MLFLOW_FLASK_SERVER_SECRET_KEY
     # The first start migrates the database schema: allow a couple of minutes.
     for _ in $(seq 240); do
         mlflow_healthy && break
@@ -215,16 +305,29 @@ ENV_FILE=$RUN_DIR/stack.env
         echo "DAGSTUDY_OPTUNA_STORAGE=$OPTUNA_URL"
         echo "MLFLOW_TRACKING_URI=$MLFLOW_URI"
         echo "PGPASSWORD=$PGPASSWORD"
+        if [ "$MLFLOW_AUTH" = 1 ]; then
+            echo "MLFLOW_TRACKING_USERNAME=$MLFLOW_ADMIN_USER"
+            echo "MLFLOW_TRACKING_PASSWORD=$(cat "$MLFLOW_ADMIN_PW_FILE")"
+        fi
         [ -z "$RAY_ADDRESS_VALUE" ] || echo "RAY_ADDRESS=$RAY_ADDRESS_VALUE"
         [ -z "$RAY_ADDRESS_VALUE" ] || echo "RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}"
     } >"$ENV_FILE"
 )
 chmod 0600 "$ENV_FILE"
-log "stack up; environment written to $ENV_FILE (mode 0600, holds PGPASSWORD)"
-# The exports, for eval "$(infra/local/up.sh)"; the password is read from its file.
+if [ "$MLFLOW_AUTH" = 1 ]; then
+    log "stack up; environment written to $ENV_FILE (mode 0600, holds PGPASSWORD and" \
+        "MLFLOW_TRACKING_PASSWORD)"
+else
+    log "stack up; environment written to $ENV_FILE (mode 0600, holds PGPASSWORD)"
+fi
+# The exports, for eval "$(infra/local/up.sh)"; the passwords are read from their files.
 echo "export DAGSTUDY_HOME='$RUN_DIR'"
 echo "export DAGSTUDY_OPTUNA_STORAGE='$OPTUNA_URL'"
 echo "export MLFLOW_TRACKING_URI='$MLFLOW_URI'"
 echo "export PGPASSWORD=\"\$(cat '$PW_FILE')\""
+if [ "$MLFLOW_AUTH" = 1 ]; then
+    echo "export MLFLOW_TRACKING_USERNAME='$MLFLOW_ADMIN_USER'"
+    echo "export MLFLOW_TRACKING_PASSWORD=\"\$(cat '$MLFLOW_ADMIN_PW_FILE')\""
+fi
 [ -z "$RAY_ADDRESS_VALUE" ] || echo "export RAY_ADDRESS='$RAY_ADDRESS_VALUE'"
 [ -z "$RAY_ADDRESS_VALUE" ] || echo "export RAY_AUTH_MODE='${RAY_AUTH_MODE:-disabled}'"
