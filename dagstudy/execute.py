@@ -20,7 +20,9 @@ for seed index ``i``, so the pruner pairs (epoch, seed) values of a trial with t
 
 Failures never stop the study. A seed that diverges, a non-finite objective, or an exception in
 training fails the trial with its reason. A worker process or node that dies is retried once
-by Ray (``max_retries=1``); if it dies again the trial fails with reason ``worker died``.
+by Ray (``max_retries=1``, on any node); if it dies again the trial fails with reason ``worker
+died`` and its params are re-queued once (not counted toward the budget; a re-queued trial that
+dies twice again stays FAIL and counts).
 
 Budget: ``budget.trials`` counts the study's finished trials: COMPLETE + PRUNED + FAIL, except
 FAILs that were re-queued (their params run again as a new trial, which counts instead).
@@ -111,6 +113,12 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
 
 
+SHIPPED_ENV = ("DAGSTUDY_STORAGE_RETRY_SECONDS",)
+"""Driver settings the workers of a joined cluster get too. Secrets are not shipped (a Ray
+``runtime_env`` is visible in its dashboard): each node's Ray needs ``PGPASSWORD`` (or a
+``PGPASSFILE``) in the environment it was started with."""
+
+
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray unless connected already: ``address`` (or ``RAY_ADDRESS``, as inside a
     Ray job) joins a cluster and ships this ``dagstudy`` package to its workers; otherwise a
@@ -122,7 +130,9 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool
     quiet = dict(log_to_driver=False, logging_level="WARNING")
     if address:
         package = str(Path(dagstudy.__file__).parent)
-        ray.init(address=address, runtime_env={"py_modules": [package]}, **quiet)
+        env = {k: os.environ[k] for k in SHIPPED_ENV if k in os.environ}
+        ray.init(address=address, runtime_env={"py_modules": [package], "env_vars": env},
+                 **quiet)
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
     else:
@@ -229,6 +239,17 @@ def progress_printer(stream=sys.stderr) -> Callable[[Status], None]:
     return show
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _failed(reason: str) -> dict[str, Any]:
+    """The outcome of a trial whose task returned nothing."""
+    return {"state": "FAIL", "value": None, "rows": [], "result": None, "reason": reason,
+            "report_seconds": None}
+
+
 @dataclass
 class _Running:
     trial: optuna.Trial
@@ -286,11 +307,17 @@ class _Driver:
         trial = running.trial
         try:
             out = ray.get(ref)
-        except ray.exceptions.RayError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            out = {"state": "FAIL", "value": None, "rows": [], "result": None,
-                   "reason": f"worker died (retried once): {type(e).__name__}: {first}",
-                   "report_seconds": None}
+        except ray.exceptions.RayTaskError as e:  # the task raised (Ray does not retry that)
+            out = _failed(f"task raised {_first_line(e.cause or e)}")
+        except ray.exceptions.RayError as e:  # its worker or node died, and again on the retry
+            reason = f"worker died (retried once): {_first_line(e)}"
+            if "requeued_from" not in trial.user_attrs:  # run its params once more, elsewhere
+                requeue(self.study, self.study._storage.get_trial(trial._trial_id), reason,
+                        self.tracker)
+                self.counts[TrialState.FAIL] += 1  # shown, but not counted toward the budget
+                self._fill()
+                return
+            out = _failed(reason)
         state = out["state"]
         attrs = {k: out.get(k) for k in ("mean", "std", "per_seed") if out.get(k) is not None}
         if out.get("reason"):
@@ -342,10 +369,17 @@ class _Driver:
             self.progress(self.status())
 
     def interrupt(self) -> None:
-        for ref, running in list(self.pending.items()):
+        """Cancel the running trials and re-queue them; one that cannot be re-queued now (the
+        storage is down) is left RUNNING for ``resume``, never hiding the original error."""
+        for ref in self.pending:
             ray.cancel(ref, force=True)
-            frozen = self.study._storage.get_trial(running.trial._trial_id)
-            requeue(self.study, frozen, "interrupted", self.tracker)
+        for running in self.pending.values():
+            try:
+                frozen = self.study._storage.get_trial(running.trial._trial_id)
+                requeue(self.study, frozen, "interrupted", self.tracker)
+            except Exception as e:
+                warnings.warn(f"trial {running.trial.number} not re-queued ({_first_line(e)}); "
+                              f"`dagstudy resume {self.study.study_name}` will", stacklevel=2)
         self.pending.clear()
 
 

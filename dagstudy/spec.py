@@ -9,7 +9,8 @@ over ``base``, so no sampled trial can be an invalid configuration.
 
 Strings may reference environment variables: ``${VAR}`` (an error if unset) or
 ``${VAR:-default}``; a value that expands to the empty string becomes null. Storage URLs must
-not hold a literal password (``user:secret@``): write ``user:${PGPASSWORD}@`` instead.
+not hold a literal password (``user:secret@``, ``?password=secret``, or a ``${VAR:-secret}``
+fallback): write ``user:${PGPASSWORD}@`` instead. ``redact_url`` hides passwords in output.
 
 Where things are stored (``storage_for``): the spec's ``storage`` section, else the environment
 (``DAGSTUDY_OPTUNA_STORAGE``, ``MLFLOW_TRACKING_URI``), else SQLite files under the run
@@ -47,7 +48,11 @@ from dagstudy.train import FINAL_METRICS
 
 DEFAULT_RUN_DIR = "dagstudy-runs"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_LITERAL_PASSWORD = re.compile(r"://[^/:@]*:(?!\$\{)[^@/]+@")
+# A URL's secrets: the password of ``scheme://user:password@`` (SQLAlchemy's rule: everything
+# up to the first ``@``) and the values of password-like query parameters.
+_URL_PASSWORD = re.compile(r"^([\w+.-]+://[^:/@]*:)([^@]*)(@)")
+_URL_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|token|secret)=)([^&#]*)()")
+_ENV_ONLY = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 class SpecError(ValueError):
@@ -323,9 +328,9 @@ def parse_spec(data: Any) -> StudySpec:
     storage = data.get("storage")
     if isinstance(storage, dict):
         for key, url in storage.items():
-            if isinstance(url, str) and _LITERAL_PASSWORD.search(url):
-                raise SpecError(f"storage.{key}: holds a literal password; "
-                                "reference an environment variable (user:${PGPASSWORD}@host)")
+            if isinstance(url, str) and _literal_secret(url):
+                raise SpecError(f"storage.{key}: holds a literal password; reference an "
+                                "environment variable with no default (user:${PGPASSWORD}@host)")
     try:
         return StudySpec(**expand_env(data))
     except ValidationError as e:
@@ -364,13 +369,21 @@ class Storage:
     artifacts: str | None
 
 
-_URL_USERINFO_PASSWORD = re.compile(r"(?<=://)([^:/?#@]*):[^@/?#]*@")
-_URL_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|token|secret)=)[^&#]*")
+def _url_secrets(url: str) -> list[str]:
+    return [m.group(2) for pattern in (_URL_PASSWORD, _URL_QUERY_SECRET)
+            for m in pattern.finditer(url)]
+
+
+def _literal_secret(url: str) -> bool:
+    """A secret of ``url`` is anything but one ``${VAR}`` reference (a fallback is literal)."""
+    return any(secret and not _ENV_ONLY.fullmatch(secret) for secret in _url_secrets(url))
 
 
 def redact_url(url: str) -> str:
-    """``url`` fit for logs: a password in it (``user:***@host``, ``?password=***``) hidden."""
-    return _URL_QUERY_SECRET.sub(r"\1***", _URL_USERINFO_PASSWORD.sub(r"\1:***@", url))
+    """``url`` fit for logs: its password and password-like query values replaced by ``***``."""
+    for pattern in (_URL_PASSWORD, _URL_QUERY_SECRET):
+        url = pattern.sub(lambda m: m.group(1) + "***" + m.group(3), url)
+    return url
 
 
 def storage_for(spec: StudySpec | None = None, run_dir: str | os.PathLike | None = None) -> Storage:
@@ -401,13 +414,19 @@ def _sqlite_pragmas(connection, _record) -> None:
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage for many processes at once. SQLite (one machine only) runs in
-    WAL mode and waits up to 60 s for a lock, which makes a trial's per-epoch report about 3x
-    cheaper and lets queries read while trials write; other databases ping pooled
-    connections before use."""
+    """An Optuna RDB storage for many processes at once, a ``dagstudy.storage``
+    ``RetryingRDBStorage``: processes opening an empty database at the same moment do not
+    trip over each other creating its schema. SQLite (one machine only) runs in WAL mode and
+    waits up to 60 s for a lock, which makes a trial's per-epoch report about 3x cheaper and
+    lets queries read while trials write; it retries nothing else. Other databases ping pooled
+    connections before use and ride out a restart of the database server (retrying lost
+    connections for up to ``DAGSTUDY_STORAGE_RETRY_SECONDS``, default 120 s, per outage)."""
+    from dagstudy.storage import RetryingRDBStorage
+
     if not url.startswith("sqlite"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return RetryingRDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    storage = RetryingRDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
+                                 retry_seconds=0)
     sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
     storage.engine.dispose()  # pooled connections reconnect with the pragmas
     return storage

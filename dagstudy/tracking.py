@@ -21,6 +21,7 @@ one run per finished trial.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import json
 import math
@@ -257,7 +258,7 @@ class Tracker:
                  retry_seconds: float = 30.0):
         self.uri = tracking_uri
         self.study = study
-        self.client = MlflowClient(tracking_uri)
+        self.client = _client(tracking_uri)
         self.experiment_id: str | None = None
         self.parent_run_id = parent_run_id
         self.spool = spool
@@ -493,6 +494,22 @@ class Tracker:
             return self.finish(study, importances, status)
         self._ready(force=True)
         return len(self.spool) if self.spool is not None else 0
+
+
+def _client(uri: str) -> MlflowClient:
+    """``MlflowClient(uri)``. Creating one creates or migrates a SQLite store's schema; two
+    drivers doing that at once on a fresh run directory collide, so a SQLite store is opened
+    under an exclusive lock on ``<database>.lock``."""
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(uri)
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return MlflowClient(uri)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _server_healthy(uri: str) -> bool:

@@ -91,10 +91,6 @@ def train_trial(job: TrialJob) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec, seeds = job.spec, job.spec.seed_list
     torch.set_num_threads(max(1, int(spec.resources.cpus)))
-    storage = _cached("storage", job.storage, lambda: open_storage(job.storage))
-    study = optuna.load_study(study_name=spec.name, storage=storage,
-                              sampler=optuna.samplers.RandomSampler(), pruner=make_pruner(spec))
-    trial = optuna.Trial(study, job.trial_id)
     per_seed = spec.pruner.name == "wilcoxon"
     rows: list[dict[str, Any]] = []
     reporting = [0.0]
@@ -111,6 +107,11 @@ def train_trial(job: TrialJob) -> dict[str, Any]:
 
     empty = {"value": None, "mean": None, "std": None, "per_seed": None, "result": None}
     try:
+        storage = _cached("storage", job.storage, lambda: open_storage(job.storage))
+        study = optuna.load_study(study_name=spec.name, storage=storage,
+                                  sampler=optuna.samplers.RandomSampler(),
+                                  pruner=make_pruner(spec))
+        trial = optuna.Trial(study, job.trial_id)
         config = TrainConfig(**job.config)
         device = resolve_device(spec.device)
         result = train(config, seeds, _data(config, seeds, device), device, on_epoch)

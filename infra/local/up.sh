@@ -150,11 +150,14 @@ except OSError as e:
 PY
 }
 # A running MLflow of the other mode is an error before anything changes (never a silent
-# restart, never a server without the auth that was asked for).
+# restart, never a server without the auth that was asked for). The mode it was started with is
+# in mlflow.mode; probing is the fallback (it needs MLflow's database, so PostgreSQL may be down
+# while MLflow is up, e.g. when up.sh restarts a stopped PostgreSQL).
+MLFLOW_MODE_FILE=$STACK_DIR/mlflow.mode
 MLFLOW_RUNNING=0
 if alive "$MLFLOW_PIDFILE" && mlflow_healthy; then
     MLFLOW_RUNNING=1
-    mode=$(mlflow_mode)
+    mode=$(cat "$MLFLOW_MODE_FILE" 2>/dev/null || mlflow_mode)
     [ "$mode" = "$WANT_MODE" ] || die "MLflow (pid $(cat "$MLFLOW_PIDFILE")) runs with auth" \
         "'$mode', not '$WANT_MODE'; stop it with infra/local/down.sh, then run up.sh again"
     if [ "$MLFLOW_AUTH" = 1 ] && [ ! -s "$MLFLOW_ADMIN_PW_FILE" ]; then
@@ -255,6 +258,7 @@ INI
         --allowed-hosts "$URL_HOST:$MLFLOW_PORT,localhost:$MLFLOW_PORT" \
         </dev/null >"$STACK_DIR/mlflow.log" 2>&1 &
     echo $! >"$MLFLOW_PIDFILE"
+    echo "$WANT_MODE" >"$MLFLOW_MODE_FILE"
     unset MLFLOW_FLASK_SERVER_SECRET_KEY
     # The first start migrates the database schema: allow a couple of minutes.
     for _ in $(seq 240); do
@@ -268,6 +272,7 @@ fi
 # --- Ray head ----------------------------------------------------------------------------------
 RAY_PIDFILE=$STACK_DIR/ray.pid
 RAY_ADDRESS_VALUE=""
+case "$HOST" in 127.*|::1|localhost) RAY_CLUSTER_MODE=0 ;; *) RAY_CLUSTER_MODE=1 ;; esac
 if [ "$WITH_RAY" = 1 ]; then
     [ -x "$RAY" ] || RAY=$(command -v ray) || die "ray not found (or use --no-ray)"
     RAY_ADDRESS_VALUE="$URL_HOST:$RAY_PORT"
@@ -280,6 +285,10 @@ if [ "$WITH_RAY" = 1 ]; then
         # runs in its own session (setsid) so down.sh stops exactly this process group, never
         # other Ray clusters on the machine (no `ray stop`). RAY_AUTH_MODE is set explicitly:
         # Ray 2.60 turns token auth on by itself when ~/.ray/auth_token exists.
+        # On a loopback HOST, Ray's single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)
+        # keeps its node IP on loopback; otherwise Ray 2.60 swaps 127.0.0.1 for the machine's
+        # outward address and its GCS and raylet listen on every interface.
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=$RAY_CLUSTER_MODE \
         RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} setsid "$RAY" start --head --block \
             --node-ip-address "$HOST" --port "$RAY_PORT" --num-cpus "$NUM_CPUS" \
             --dashboard-host "$HOST" --dashboard-port "$RAY_DASHBOARD_PORT" \
@@ -311,6 +320,7 @@ ENV_FILE=$RUN_DIR/stack.env
         fi
         [ -z "$RAY_ADDRESS_VALUE" ] || echo "RAY_ADDRESS=$RAY_ADDRESS_VALUE"
         [ -z "$RAY_ADDRESS_VALUE" ] || echo "RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}"
+        [ -z "$RAY_ADDRESS_VALUE" ] || echo "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=$RAY_CLUSTER_MODE"
     } >"$ENV_FILE"
 )
 chmod 0600 "$ENV_FILE"
@@ -331,3 +341,4 @@ if [ "$MLFLOW_AUTH" = 1 ]; then
 fi
 [ -z "$RAY_ADDRESS_VALUE" ] || echo "export RAY_ADDRESS='$RAY_ADDRESS_VALUE'"
 [ -z "$RAY_ADDRESS_VALUE" ] || echo "export RAY_AUTH_MODE='${RAY_AUTH_MODE:-disabled}'"
+[ -z "$RAY_ADDRESS_VALUE" ] || echo "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER='$RAY_CLUSTER_MODE'"
