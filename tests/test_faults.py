@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -25,6 +24,7 @@ import pytest
 import ray
 import sqlalchemy
 import yaml
+from local_stack_util import VENV_BIN, start_stack
 from mlflow.tracking import MlflowClient
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
@@ -44,9 +44,6 @@ from dagstudy.storage import (
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())
-UP = ROOT / "infra" / "local" / "up.sh"
-DOWN = ROOT / "infra" / "local" / "down.sh"
-VENV_BIN = Path(sys.executable).parent
 TrialState = optuna.trial.TrialState
 LIVE = (TrialState.RUNNING, TrialState.WAITING)
 
@@ -495,46 +492,10 @@ def test_removed_worker_node_trials_run_again(cluster, tmp_path):
 
 # --- PostgreSQL through infra/local/up.sh ------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read_env(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines()
-             if line and not line.startswith("#"))
-    return {k: v for k, v in pairs}
-
-
-def script_env(home: Path) -> dict[str, str]:
-    """This environment without the stack's variables, the venv first on PATH."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DAGSTUDY_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI", "RAY_ADDRESS",
-                        "PGPASSWORD")}
-    env.update(DAGSTUDY_HOME=str(home), PATH=f"{VENV_BIN}{os.pathsep}{env['PATH']}")
-    return env
-
-
 @pytest.fixture(scope="module")
 def stack():
-    """up.sh --no-ray in a fresh directory; down.sh --purge and removal afterwards."""
-    # Not under pytest's 0700 basetemp: as root, PostgreSQL runs as 'postgres', which must be
-    # able to reach its data directory.
-    home = Path(tempfile.mkdtemp(prefix="dagstudy-faults-"))
-    home.chmod(0o755)
-    pg_port = free_port()
-    args = ["bash", str(UP), "--no-ray", "--pg-port", str(pg_port),
-            "--mlflow-port", str(free_port())]
-    try:
-        up = subprocess.run(args, env=script_env(home), capture_output=True, text=True,
-                            timeout=150)
-        assert up.returncode == 0, up.stderr
-        yield {"home": home, "pg_port": pg_port, "env": read_env(home / "stack.env")}
-    finally:
-        subprocess.run(["bash", str(DOWN), "--purge"], env=script_env(home), timeout=120,
-                       capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+    """PostgreSQL + MLflow (infra/local/up.sh --no-ray) for the module."""
+    yield from start_stack()
 
 
 def pg_ctl(home: Path, *args: str) -> None:
@@ -554,7 +515,7 @@ def postgres_stopped(stack: dict):
     try:
         yield
     finally:
-        options = (f"-c listen_addresses=127.0.0.1 -p {stack['pg_port']} "
+        options = (f"-c listen_addresses=127.0.0.1 -p {stack['ports']['pg']} "
                    f"-c unix_socket_directories={home / 'postgres'}")
         pg_ctl(home, "-l", str(home / "postgres" / "server.log"), "-o", options, "start")
 

@@ -10,17 +10,16 @@ import copy
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import warnings
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from local_stack_util import free_port, mlflow_healthy
 from mlflow.tracking import MlflowClient
 
 from dagstudy.query import trials
@@ -29,20 +28,6 @@ from dagstudy.tracking import Tracker, TrackingWarning, TrialRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 TrialState = optuna.trial.TrialState
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 class MlflowServer:
@@ -62,7 +47,7 @@ class MlflowServer:
              "--artifacts-destination", str(self.home / "mlflow-artifacts")],
             stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 120
-        while not healthy(self.uri):
+        while not mlflow_healthy(self.uri):
             assert self.proc.poll() is None, (self.home / "mlflow-server.log").read_text()
             assert time.monotonic() < deadline, "mlflow server did not start"
             time.sleep(0.3)
