@@ -406,12 +406,11 @@ def loopback_ray(monkeypatch):
 
     Ray turns ``127.0.0.1`` in an address into this machine's outward IP, which a node bound
     to 127.0.0.1 does not answer; its single-machine mode (clusters "disabled" as on macOS)
-    keeps loopback addresses as they are. Token auth is off (Ray 2.60)."""
+    keeps loopback addresses as they are. Token auth is off for the session (conftest.py)."""
     assert not ray.is_initialized()
     for var in ("DAGSTUDY_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI", "DAGSTUDY_HOME", "RAY_ADDRESS",
                 "PGPASSWORD"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
     monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
