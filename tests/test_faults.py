@@ -406,7 +406,7 @@ def loopback_ray(monkeypatch):
 
     Ray turns ``127.0.0.1`` in an address into this machine's outward IP, which a node bound
     to 127.0.0.1 does not answer; its single-machine mode (clusters "disabled" as on macOS)
-    keeps loopback addresses as they are. Token auth is off for the session (conftest.py)."""
+    keeps loopback addresses as they are."""
     assert not ray.is_initialized()
     for var in ("DAGSTUDY_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI", "DAGSTUDY_HOME", "RAY_ADDRESS",
                 "PGPASSWORD"):
