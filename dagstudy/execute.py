@@ -69,6 +69,7 @@ from dagstudy.spec import (
     storage_for,
 )
 from dagstudy.spool import Spool
+from dagstudy.storage import error_line
 from dagstudy.tracking import Tracker, TrackingAuthError, TrialRecord, check_access
 from dagstudy.worker import TrialJob, make_pruner, train_job, train_trial
 
@@ -239,11 +240,6 @@ def progress_printer(stream=sys.stderr) -> Callable[[Status], None]:
     return show
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
-
-
 def _failed(reason: str) -> dict[str, Any]:
     """The outcome of a trial whose task returned nothing."""
     return {"state": "FAIL", "value": None, "rows": [], "result": None, "reason": reason,
@@ -308,9 +304,9 @@ class _Driver:
         try:
             out = ray.get(ref)
         except ray.exceptions.RayTaskError as e:  # the task raised (Ray does not retry that)
-            out = _failed(f"task raised {_first_line(e.cause or e)}")
+            out = _failed(f"task raised {error_line(e.cause or e)}")
         except ray.exceptions.RayError as e:  # its worker or node died, and again on the retry
-            reason = f"worker died (retried once): {_first_line(e)}"
+            reason = f"worker died (retried once): {error_line(e)}"
             if "requeued_from" not in trial.user_attrs:  # run its params once more, elsewhere
                 requeue(self.study, self.study._storage.get_trial(trial._trial_id), reason,
                         self.tracker)
@@ -378,7 +374,7 @@ class _Driver:
                 frozen = self.study._storage.get_trial(running.trial._trial_id)
                 requeue(self.study, frozen, "interrupted", self.tracker)
             except Exception as e:
-                warnings.warn(f"trial {running.trial.number} not re-queued ({_first_line(e)}); "
+                warnings.warn(f"trial {running.trial.number} not re-queued ({error_line(e)}); "
                               f"`dagstudy resume {self.study.study_name}` will", stacklevel=2)
         self.pending.clear()
 

@@ -138,7 +138,9 @@ def _schema_race(error: BaseException) -> bool:
         isinstance(error, sqlalchemy.exc.DBAPIError) and "already exists" in str(error.orig))
 
 
-def _first_line(error: BaseException) -> str:
+def error_line(error: BaseException) -> str:
+    """``Type: first line of the message`` of ``error`` (of its cause, for Optuna's
+    ``StorageInternalError``), for reasons and warnings."""
     if isinstance(error, optuna.exceptions.StorageInternalError) and error.__cause__:
         error = error.__cause__
     text = str(error).strip()
@@ -205,7 +207,7 @@ class RetryingRDBStorage(RDBStorage):
             # warning filter (once per message and place) never hides a later one.
             warnings.warn(
                 f"Optuna storage {self.redacted_url} unreachable at {time.strftime('%X')} "
-                f"({_first_line(error)}); retrying for up to {self.retry_seconds:g} s",
+                f"({error_line(error)}); retrying for up to {self.retry_seconds:g} s",
                 StorageRetryWarning, stacklevel=4)
         return self._outage_start + self.retry_seconds - now
 

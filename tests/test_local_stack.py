@@ -101,6 +101,20 @@ def run_small_study(stack: dict, tmp_path: Path, name: str, trials: int,
     return run_dir, env, run
 
 
+def assert_one_parent_and_trial_runs(client, study: str, numbers: list[int]):
+    """The study's experiment holds one parent run and one child run per trial number in
+    ``numbers``; returns the parent run."""
+    experiment = client.get_experiment_by_name(study)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    children = [r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(int(r.data.tags["dagstudy.trial"]) for r in children) == numbers
+    return parents[0]
+
+
 def test_study_through_the_stack(stack, tmp_path):
     run_dir, env, _ = run_small_study(stack, tmp_path, "stack_smoke", trials=4, epochs=2)
     assert not (run_dir / "optuna.db").exists()  # PostgreSQL, not the SQLite fallback
@@ -129,14 +143,7 @@ def test_study_through_the_stack(stack, tmp_path):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(stack["env"]["MLFLOW_TRACKING_URI"])
-    experiment = client.get_experiment_by_name("stack_smoke")
-    assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1
-    children = [r for r in runs
-                if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert sorted(int(r.data.tags["dagstudy.trial"]) for r in children) == [0, 1, 2, 3]
+    assert_one_parent_and_trial_runs(client, "stack_smoke", [0, 1, 2, 3])
 
 
 def non_loopback_address() -> str | None:
@@ -301,16 +308,9 @@ def test_study_through_the_auth_stack(auth_stack, tmp_path, monkeypatch):
         client.get_experiment_by_name("auth_smoke")
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.setenv(name, auth_stack["env"][name])
-    experiment = client.get_experiment_by_name("auth_smoke")
-    assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1
-    children = [r for r in runs
-                if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert sorted(int(r.data.tags["dagstudy.trial"]) for r in children) == [0, 1]
+    parent = assert_one_parent_and_trial_runs(client, "auth_smoke", [0, 1])
     # artifacts went through the authenticated server into its --artifacts-destination
-    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert "study.json" in artifacts
     assert list((auth_stack["home"] / "mlflow-artifacts").rglob("study.json"))
 
