@@ -43,8 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dagstudy.config import TrainConfig  # noqa: E402
 from dagstudy.losses import LOSSES  # noqa: E402
 from dagstudy.optim import VARIANTS  # noqa: E402
-from dagstudy.optim.base import Problem  # noqa: E402
-from dagstudy.train import build_model, evaluate, load_data  # noqa: E402
+from dagstudy.problem import Problem  # noqa: E402
+from dagstudy.trainer import build_model, evaluate, load_data  # noqa: E402
 
 NET = dict(dataset="digits", topology="dag", depth=4, width=32)
 

@@ -32,9 +32,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from dagstudy.config import TrainConfig
-from dagstudy.execute import connect_ray, run_study
-from dagstudy.spec import parse_spec, storage_for
-from dagstudy.train import load_data, train
+from dagstudy.study.cluster import connect_ray
+from dagstudy.study.driver import run_study
+from dagstudy.study.loader import parse_spec
+from dagstudy.study.storage import storage_for
+from dagstudy.trainer import load_data, train
 
 
 def study(args) -> dict:

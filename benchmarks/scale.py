@@ -73,9 +73,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dagstudy import execute, tracking  # noqa: E402
-from dagstudy.execute import run_study  # noqa: E402
-from dagstudy.spec import parse_spec  # noqa: E402
+from dagstudy.study import driver as execute  # noqa: E402
+from dagstudy.study.driver import run_study  # noqa: E402
+from dagstudy.study.loader import parse_spec  # noqa: E402
+from dagstudy.tracking import tracker as tracking  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 UP, DOWN = ROOT / "infra" / "local" / "up.sh", ROOT / "infra" / "local" / "down.sh"

@@ -20,12 +20,11 @@ from pydantic import (
     model_validator,
 )
 
-from dagstudy.data import SyntheticSpec
+from dagstudy.data.sources import DATASETS, SyntheticSpec
 from dagstudy.model.topology import FANIN_WIRINGS, READOUTS, TOPOLOGIES
 from dagstudy.optim import VARIANTS
 from dagstudy.revival import POLICIES
 
-DATASET_NAMES = ("digits", "mnist", "synthetic")
 LOSSES = ("ce", "mse")
 
 
@@ -36,7 +35,7 @@ def _choice(value: str, allowed) -> str:
 
 
 CHOICES = {
-    "dataset": DATASET_NAMES,
+    "dataset": DATASETS,
     "topology": TOPOLOGIES,
     "fanin_wiring": FANIN_WIRINGS,
     "readout": READOUTS,
@@ -46,55 +45,86 @@ CHOICES = {
 }
 
 
-class TrainConfig(BaseModel):
-    """One trainer configuration. Units: ``lr`` per optimizer step; ``epochs`` = passes."""
+class StrictModel(BaseModel):
+    """A pydantic model that rejects unknown fields (every spec and config model is one)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = "digits"
-    data_dir: str | None = None
-    synthetic: SyntheticSpec = SyntheticSpec()
-    split: Literal["per-seed", "fixed"] = "per-seed"
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
 
-    topology: str = "dag"
-    depth: int = Field(4, ge=1, le=256)
-    width: int = Field(32, ge=1, le=65536)
-    fanin: int | None = Field(None, ge=1)
-    fanin_wiring: str = "random"
-    readout: str = "auto"
-    bias_init: float = 0.0
+class TrainConfig(StrictModel):
+    """One trainer configuration. Units: ``lr`` per optimizer step; ``epochs`` = passes."""
 
-    loss: str = "ce"
-    optimizer: str = "adam"
-    lr: float = Field(1e-3, gt=0.0)
-    optimizer_params: dict[str, Any] = {}
-    batch_size: int = Field(64, ge=1)
-    epochs: int = Field(30, ge=1)
-    revival: str = "none"
-    revival_params: dict[str, Any] = {}
+    # --- data -----------------------------------------------------------------------------------
+    dataset: str = Field("digits", description="dataset name (see dagstudy.data)")
+    data_dir: str | None = Field(
+        None, description="directory of the dataset's files (mnist: the IDX files; default: "
+        "$DAGSTUDY_HOME/data/mnist or ~/.cache/dagstudy/mnist)")
+    synthetic: SyntheticSpec = Field(
+        SyntheticSpec(), description="the synthetic dataset's parameters (JSON object: n_samples, "
+        "d, order, n_classes, noise, seed)")
+    split: Literal["per-seed", "fixed"] = Field(
+        "per-seed", description="per-seed: seed s draws its own train/val/test split; fixed: "
+        "every seed uses the first seed's split")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0,
+                                description="fraction of the rows held out for validation")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0,
+                                 description="fraction of the rows held out for test (ignored "
+                                 "where the dataset has a fixed test set)")
 
-    divergence_loss: float = Field(1e4, gt=0.0)
-    probe_size: int = Field(512, ge=1)
-    chunk_size: int = Field(4096, ge=1)
+    # --- network (DAG-DENSE, DAG-DEPTH, DAG-FANIN: dagstudy/model/topology.py) ---------------
+    topology: str = Field("dag", description="how hidden blocks read earlier nodes")
+    depth: int = Field(4, ge=1, le=256, description="hidden blocks")
+    width: int = Field(32, ge=1, le=65536, description="ReLU nodes per hidden block")
+    fanin: int | None = Field(None, ge=1, description="prior nodes each node reads (topology "
+                              "fanin; required there)")
+    fanin_wiring: str = Field("random", description="which N prior nodes a fanin node reads")
+    readout: str = Field("auto", description="what the output layer reads (auto: every hidden "
+                         "node for dag/fanin, the last block otherwise)")
+    bias_init: float = Field(0.0, description="initial bias of every hidden node (negative "
+                             "values kill neurons at init)")
 
-    # --- Optimizer ideas usable with every optimizer (dagstudy/optim, IDEAS.md) ---------------
-    # OPT-JITTER: neuron i's update is scaled by 1 + spread * u_i, u evenly spaced in [-1, 1].
-    jitter_spread: float = Field(0.0, ge=0.0, lt=1.0)
-    # GRAD-FLOOR: in the backward only, |weights| and |inputs| below the floor count as +-floor;
-    # hysteresis: only where that moves a weight the way its last update did. 0 = off.
-    grad_floor: float = Field(0.0, ge=0.0)
-    grad_floor_hysteresis: bool = False
-    # stuck_fraction curve (every run): weights with |w| below this; keep it equal across arms.
-    stuck_threshold: float = Field(0.01, gt=0.0)
-    # OPT-STOP: the rule fires when the last layer's pass gradient / the first pass's stays below
-    # stop_ratio for stop_patience passes (recorded always; ends the seed if stop_on_ratio).
-    # Overfit flag: that ratio < stop_ratio and (val_loss - train_loss) / val_loss > overfit_gap.
-    stop_ratio: float = Field(0.05, gt=0.0)
-    stop_patience: int = Field(3, ge=1)
-    stop_on_ratio: bool = False
-    overfit_gap: float = Field(0.5, gt=0.0, lt=1.0)
+    # --- training ---------------------------------------------------------------------------
+    loss: str = Field("ce", description="training loss (ce: cross-entropy; mse: squared error "
+                      "on one-hot targets)")
+    optimizer: str = Field("adam", description="optimizer variant (dagstudy/optim)")
+    lr: float = Field(1e-3, gt=0.0, description="learning rate: step size per optimizer step")
+    optimizer_params: dict[str, Any] = Field(
+        {}, description="the variant's own hyperparameters (JSON object; see its Params)")
+    batch_size: int = Field(64, ge=1, description="training rows per minibatch (per seed)")
+    epochs: int = Field(30, ge=1, description="passes over the training split")
+    revival: str = Field("none", description="dead-neuron revival policy (dagstudy/revival)")
+    revival_params: dict[str, Any] = Field(
+        {}, description="the policy's own hyperparameters (JSON object; see its Params)")
+
+    divergence_loss: float = Field(1e4, gt=0.0, description="a seed whose training loss "
+                                   "exceeds this (nats) is ended as diverged")
+    probe_size: int = Field(512, ge=1, description="training rows per seed used for the "
+                            "per-epoch gradient-reach diagnostic")
+    chunk_size: int = Field(4096, ge=1, description="rows per chunk when a full-batch pass "
+                            "accumulates its gradient (memory vs speed; results equal)")
+
+    # --- optimizer ideas usable with every optimizer (IDEAS.md) -------------------------------
+    jitter_spread: float = Field(
+        0.0, ge=0.0, lt=1.0, description="OPT-JITTER: neuron i's update is scaled by "
+        "1 + spread * u_i, u evenly spaced in [-1, 1] (0: off)")
+    grad_floor: float = Field(
+        0.0, ge=0.0, description="GRAD-FLOOR: in the backward only, |weights| and |inputs| "
+        "below this count as +-floor (0: off)")
+    grad_floor_hysteresis: bool = Field(
+        False, description="GRAD-FLOOR: floor only where it moves a weight the way its last "
+        "update did")
+    stuck_threshold: float = Field(
+        0.01, gt=0.0, description="the stuck_fraction diagnostic counts weights with |w| below "
+        "this (keep it equal across arms)")
+    stop_ratio: float = Field(
+        0.05, gt=0.0, description="OPT-STOP: the rule fires when the last layer's pass gradient "
+        "/ the first pass's stays below this for stop_patience passes")
+    stop_patience: int = Field(3, ge=1, description="OPT-STOP: passes the ratio must stay low")
+    stop_on_ratio: bool = Field(False, description="OPT-STOP: end each seed when the rule fires "
+                                "(else it is only recorded)")
+    overfit_gap: float = Field(
+        0.5, gt=0.0, lt=1.0, description="overfit flag: the stop ratio is low and "
+        "(val_loss - train_loss) / val_loss exceeds this")
 
     @field_validator(*CHOICES)
     @classmethod

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from dagstudy.model.dagnet import DagNet
-from dagstudy.optim.base import Problem
+from dagstudy.problem import Problem
 
 
 def gradient_reach(

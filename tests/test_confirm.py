@@ -6,21 +6,16 @@ import numpy as np
 import pytest
 
 from dagstudy.config import TrainConfig
-from dagstudy.confirm import (
-    ConfirmSpec,
-    first_degrading_depth,
-    local_runner,
-    matched_width,
-    param_count,
-    plan,
-)
-from dagstudy.report import write_report
+from dagstudy.confirmation.analyse import first_degrading_depth
+from dagstudy.confirmation.plan import local_runner, matched_width, param_count, plan
+from dagstudy.confirmation.report import write_report
+from dagstudy.confirmation.spec import ConfirmSpec
 
 BASE = dict(dataset="digits", depth=2, width=16, epochs=4, optimizer="sgd", lr=0.05)
 
 
 def run(ideas: dict, seeds: int = 10, **kw):
-    from dagstudy.confirm import confirm
+    from dagstudy.confirmation.run import confirm
 
     spec = ConfirmSpec(name="test", base=BASE, seeds=seeds, n_resamples=2000, ideas=ideas, **kw)
     return spec, confirm(spec, local_runner("cpu"))
@@ -146,8 +141,8 @@ def test_confirm_cli_end_to_end_with_mlflow(tmp_path, capsys):
 def test_corollaries_file_plans_all_fourteen_ideas():
     from pathlib import Path
 
-    from dagstudy.confirm import IDEA_IDS
-    from dagstudy.confirm_cli import load_spec
+    from dagstudy.confirmation.loader import load_spec
+    from dagstudy.ideas import IDEAS as IDEA_IDS
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "studies" / "corollaries.yaml")
     assert sorted(spec.ideas) == sorted(IDEA_IDS) and spec.seeds >= 10

@@ -18,17 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from dagstudy import data
-from dagstudy.data import (
-    IDX_IMAGES_MAGIC,
-    IDX_LABELS_MAGIC,
-    DataError,
-    RawDataset,
-    SyntheticSpec,
-    load_raw,
-    make_splits,
-    read_idx,
-)
+import dagstudy.data.mnist as data
+from dagstudy.data.mnist import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_idx
+from dagstudy.data.raw import DataError, RawDataset
+from dagstudy.data.sources import SyntheticSpec, load_raw
+from dagstudy.data.splits import STD_FLOOR, make_splits
 
 SHARED_T10K = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-t10k"
 T10K_IMAGES, T10K_LABELS = (f"{stem}.gz" for stem in data.MNIST_TEST)
@@ -430,7 +424,7 @@ def test_standardisation_uses_train_rows_only(digits):
         np.testing.assert_allclose(split.mean[k, 0].numpy(), train_rows.mean(0), atol=1e-6)
         assert not np.allclose(split.mean[k, 0].numpy(), digits.x.mean(0), atol=1e-6)
         z = standardised[k]
-        varying = train_rows.std(0) >= data.STD_FLOOR
+        varying = train_rows.std(0) >= STD_FLOOR
         np.testing.assert_allclose(z.mean(0).numpy(), 0.0, atol=1e-5)
         np.testing.assert_allclose(z.std(0, correction=0).numpy()[varying], 1.0, atol=1e-4)
         assert torch.all(z[:, torch.as_tensor(~varying)] == 0)  # constant pixels: std 1

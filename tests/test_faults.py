@@ -1,6 +1,6 @@
 """Faults a study must survive.
 
-Without a server: the retry logic of ``dagstudy.storage.RetryingRDBStorage`` (fake lost
+Without a server: the retry logic of ``dagstudy.study.rdb.RetryingRDBStorage`` (fake lost
 connections on the first calls, a fake clock). For real, on 127.0.0.1: a Ray worker node
 removed while it runs a trial (``ray.cluster_utils.Cluster``), PostgreSQL stopped and started
 again under a running study (``infra/local/up.sh``), drivers opening an empty PostgreSQL
@@ -31,16 +31,18 @@ from optuna.storages import RDBStorage
 from ray.cluster_utils import Cluster
 from ray.util.state import list_tasks
 
-import dagstudy.storage
-from dagstudy.execute import counted, run_study
-from dagstudy.spec import open_storage, parse_spec, redact_url, storage_for
-from dagstudy.storage import (
+import dagstudy.study.rdb
+from dagstudy.study.driver import counted, run_study
+from dagstudy.study.loader import parse_spec
+from dagstudy.study.rdb import (
     SCHEMA_ATTEMPTS,
     RetryingRDBStorage,
     StorageRetryWarning,
     is_connection_loss,
     retry_seconds_from_env,
 )
+from dagstudy.study.storage import open_storage, storage_for
+from dagstudy.urls import redact_url
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())
@@ -135,7 +137,7 @@ def assert_finished_budget(study: optuna.Study, budget: int) -> None:
 # --- the retry logic, without a server ---------------------------------------------------------
 
 class FakeClock:
-    """``time`` for ``dagstudy.storage``: ``sleep`` advances ``monotonic`` and is recorded."""
+    """``time`` for ``dagstudy.study.rdb``: ``sleep`` advances ``monotonic`` and is recorded."""
 
     def __init__(self):
         self.now = 1000.0
@@ -154,7 +156,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch):
     fake = FakeClock()
-    monkeypatch.setattr(dagstudy.storage, "time", fake)
+    monkeypatch.setattr(dagstudy.study.rdb, "time", fake)
     return fake
 
 

@@ -12,8 +12,8 @@ from dagstudy.losses import cross_entropy
 from dagstudy.model.dagnet import DagNet
 from dagstudy.model.topology import build_topology
 from dagstudy.optim import VARIANTS
-from dagstudy.optim.base import Problem
-from dagstudy.train import build_model, load_data, train
+from dagstudy.problem import Problem
+from dagstudy.trainer import build_model, load_data, train
 
 CPU = torch.device("cpu")
 LIPSCHITZ_VARIANTS = ["fullbatch-ista", "fista", "lipschitz-minibatch"]
@@ -103,7 +103,7 @@ def test_seed_in_population_equals_seed_alone(optimizer):
 
 def _corrupt_seed_0(monkeypatch, how: str) -> None:
     """Make the network of seed 0 (wherever it sits in the population) broken."""
-    import dagstudy.train
+    import dagstudy.trainer
 
     def build(config, d_in, n_classes, seeds):
         model = build_model(config, d_in, n_classes, seeds)
@@ -116,7 +116,7 @@ def _corrupt_seed_0(monkeypatch, how: str) -> None:
                     model.out_weight[i] *= 100.0
         return model
 
-    monkeypatch.setattr(dagstudy.train, "build_model", build)
+    monkeypatch.setattr(dagstudy.trainer, "build_model", build)
 
 
 @pytest.mark.slow

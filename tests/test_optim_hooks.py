@@ -10,9 +10,9 @@ from dagstudy.model.dagnet import DagNet
 from dagstudy.model.grad_floor import GradFloor
 from dagstudy.model.topology import build_topology
 from dagstudy.optim import VARIANTS
-from dagstudy.optim.base import Problem
 from dagstudy.optim.stopping import StopRule
-from dagstudy.train import build_model, load_data, train
+from dagstudy.problem import Problem
+from dagstudy.trainer import build_model, load_data, train
 
 CPU = torch.device("cpu")
 SMALL = TrainConfig(dataset="digits", topology="dag", depth=2, width=8)

@@ -5,8 +5,8 @@ import json
 import optuna
 import pytest
 
-from dagstudy import best_configs, cli, trials
-from dagstudy.query import load_study, param_importances
+from dagstudy import cli
+from dagstudy.study.query import best_configs, load_study, param_importances, trials
 
 TrialState = optuna.trial.TrialState
 

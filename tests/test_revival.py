@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from dagstudy.config import TrainConfig
-from dagstudy.data import SplitData
+from dagstudy.data.splits import SplitData
 from dagstudy.losses import cross_entropy
 from dagstudy.model.dagnet import DagNet
 from dagstudy.model.topology import build_topology
-from dagstudy.optim import VARIANTS, Problem
+from dagstudy.optim import VARIANTS
+from dagstudy.problem import Problem
 from dagstudy.revival import DEAD_NEURON_SETTING, POLICIES
 from dagstudy.revival.base import dormant
-from dagstudy.train import load_data, train
+from dagstudy.trainer import load_data, train
 
 CPU = torch.device("cpu")
 TOPOLOGIES = [("dag", None, "random"), ("layered", None, "random"),

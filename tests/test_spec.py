@@ -14,8 +14,10 @@ import yaml
 from dagstudy import cli
 from dagstudy.optim import VARIANTS
 from dagstudy.revival import POLICIES
-from dagstudy.search import combinations, suggest
-from dagstudy.spec import Objective, SpecError, load_spec, parse_spec, storage_for
+from dagstudy.study.loader import load_spec, parse_spec
+from dagstudy.study.space import combinations, suggest
+from dagstudy.study.spec import Objective, SpecError
+from dagstudy.study.storage import storage_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())

@@ -10,7 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dagstudy.spec import SpecError, StudySpec, load_spec, parse_spec
+from dagstudy.study.loader import load_spec, parse_spec
+from dagstudy.study.spec import SpecError, StudySpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())

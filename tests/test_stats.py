@@ -16,7 +16,7 @@ import pytest
 import scipy.stats as sps
 
 from dagstudy import stats
-from dagstudy.stats import decide, test_idea, verdict
+from dagstudy.confirmation.verdict import decide, test_idea, verdict
 
 # The bootstrap CI does not enter the decision rule; few resamples keep the simulations fast.
 FAST = {"n_resamples": 500}

@@ -20,21 +20,18 @@ import yaml
 from mlflow.tracking import MlflowClient
 from ray.util.state import list_tasks
 
-from dagstudy import best_configs, trials
+from dagstudy.cli.study import ui_command
 from dagstudy.config import TrainConfig
-from dagstudy.confirm import ArmJob
-from dagstudy.execute import (
-    Status,
-    counted,
-    format_status,
-    job_submission,
-    ray_runner,
-    run_study,
-    submit,
-)
-from dagstudy.spec import load_spec, parse_spec, storage_for
-from dagstudy.tracking import TrackingWarning, ui_command
-from dagstudy.worker import _report, make_pruner
+from dagstudy.confirmation.plan import ArmJob
+from dagstudy.study.cluster import job_submission, ray_runner, submit
+from dagstudy.study.driver import counted, run_study
+from dagstudy.study.loader import load_spec, parse_spec
+from dagstudy.study.progress import Status, format_status
+from dagstudy.study.query import best_configs, trials
+from dagstudy.study.samplers import make_pruner
+from dagstudy.study.storage import storage_for
+from dagstudy.study.worker import _report
+from dagstudy.tracking.client import TrackingWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())
@@ -304,7 +301,7 @@ def test_epoch_reports(pruner, expected):
     _report(trial, {"epoch": 2, "val_accuracy": [0.7, 0.8]}, spec.objective,
             spec.pruner.name == "wilcoxon")
     assert trial.values == pytest.approx(expected)
-    assert type(make_pruner(spec)).__name__.lower().startswith(pruner)
+    assert type(make_pruner(spec.pruner, spec.epochs)).__name__.lower().startswith(pruner)
 
 
 def test_progress_line():
@@ -329,7 +326,7 @@ def test_job_submission_runtime_env(tmp_path):
     env = kwargs["runtime_env"]
     assert env["working_dir"] == str(tmp_path) and (tmp_path / "smoke.yaml").exists()
     (package,) = env["py_modules"]
-    assert Path(package) == ROOT / "dagstudy" and (Path(package) / "execute.py").exists()
+    assert Path(package) == ROOT / "dagstudy" and (Path(package) / "study" / "driver.py").exists()
 
 
 def test_submit_to_local_cluster(cluster, run_dir, tmp_path):

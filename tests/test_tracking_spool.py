@@ -22,9 +22,11 @@ import yaml
 from local_stack_util import free_port, mlflow_healthy
 from mlflow.tracking import MlflowClient
 
-from dagstudy.query import trials
-from dagstudy.spool import Spool
-from dagstudy.tracking import Tracker, TrackingWarning, TrialRecord
+from dagstudy.study.query import trials
+from dagstudy.tracking.client import TrackingWarning
+from dagstudy.tracking.records import TrialRecord
+from dagstudy.tracking.spool import Spool
+from dagstudy.tracking.tracker import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 TrialState = optuna.trial.TrialState
@@ -176,9 +178,11 @@ def record(number: int, epochs: int = 3) -> TrialRecord:
     rows = [{"epoch": e, "train_loss": [1.0 / e, 1.1 / e], "val_loss": [1.2 / e, 1.3 / e],
              "val_accuracy": [0.5 + 0.1 * e, 0.4 + 0.1 * e], "dead_fraction": [0.0, 0.1],
              "dead_by_block": [[0.0, 0.0], [0.1, 0.1]]} for e in range(1, epochs + 1)]
-    return TrialRecord(number, "COMPLETE", {"topology": "dag", "optimizer": "adam",
-                                            "revival": "none", "lr": 0.01},
-                       {"lr": 0.01}, [0, 1], rows, None, 0.75, None, 1.5)
+    return TrialRecord(number=number, state="COMPLETE",
+                       config={"topology": "dag", "optimizer": "adam", "revival": "none",
+                               "lr": 0.01},
+                       params={"lr": 0.01}, seeds=[0, 1], rows=rows, result=None,
+                       objective=0.75, reason=None, report_seconds=1.5)
 
 
 def test_tracker_spools_while_failing_and_flushes_when_back(tmp_path, monkeypatch):
@@ -236,3 +240,20 @@ def test_finish_while_down_is_spooled_and_synced(tmp_path, monkeypatch):
     parent = MlflowClient(uri).get_run(tracker.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best_objective"] == 0.8
+
+
+def test_trial_run_is_tagged_with_every_idea_its_configuration_uses(tmp_path):
+    """The ``dagstudy.ideas`` tag comes from the idea registry: OPT-JITTER and GRAD-FLOOR are
+    named when a trial uses jitter and a gradient floor, beside its topology's idea."""
+    from dagstudy.config import TrainConfig
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "ideas-tag", artifact_location=(tmp_path / "art").as_uri())
+    config = TrainConfig(topology="layered", jitter_spread=0.1, grad_floor=0.01,
+                         grad_floor_hysteresis=True).model_dump(mode="json")
+    run_id = tracker.start_trial(0, config, {"lr": 0.001})
+    tags = MlflowClient(uri).get_run(run_id).data.tags
+    assert tags["dagstudy.ideas"].split(",") == ["OPT-JITTER", "GRAD-FLOOR"]
+    plain = TrainConfig(topology="dag").model_dump(mode="json")
+    tags = MlflowClient(uri).get_run(tracker.start_trial(1, plain, {})).data.tags
+    assert tags["dagstudy.ideas"].split(",") == ["DAG-DENSE", "DAG-DEPTH"]

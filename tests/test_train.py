@@ -10,7 +10,7 @@ import torch
 
 from dagstudy.cli import main
 from dagstudy.config import TrainConfig
-from dagstudy.train import load_data, train
+from dagstudy.trainer import load_data, train
 
 CPU = torch.device("cpu")
 
@@ -100,3 +100,36 @@ def test_console_script_runs_as_a_process():
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and "--depth" in proc.stderr
+
+
+def test_train_help_lists_every_config_field_with_its_description(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for name, field in TrainConfig.model_fields.items():
+        assert "--" + name.replace("_", "-") in text, name
+        assert field.description and " ".join(field.description.split()[:4]) in text, name
+
+
+def test_every_config_field_is_settable_from_the_command_line(monkeypatch):
+    from dagstudy.cli.main import build_parser
+    from dagstudy.cli.train import train_config
+
+    args = build_parser().parse_args([
+        "train", "--split", "fixed", "--val-fraction", "0.15", "--divergence-loss", "50",
+        "--probe-size", "64", "--chunk-size", "128", "--synthetic", '{"n_samples": 300}',
+        "--stop-on-ratio", "--topology", "fanin", "--fanin", "2"])
+    config = train_config(args)
+    assert (config.split, config.val_fraction, config.divergence_loss, config.probe_size,
+            config.chunk_size, config.synthetic.n_samples, config.stop_on_ratio) == (
+        "fixed", 0.15, 50.0, 64, 128, 300, True)
+    assert train_config(build_parser().parse_args(["train"])) == TrainConfig()
+
+
+def test_version_flag(capsys):
+    import dagstudy
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"dagstudy {dagstudy.__version__}"

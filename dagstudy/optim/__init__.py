@@ -7,7 +7,7 @@ Adding a variant: write ``dagstudy/optim/<name>.py`` with a ``Variant`` subclass
 from __future__ import annotations
 
 from dagstudy.optim.adam import Adam
-from dagstudy.optim.base import Problem, Variant
+from dagstudy.optim.base import Variant
 from dagstudy.optim.fista import FISTA
 from dagstudy.optim.fullbatch_ista import FullBatchISTA
 from dagstudy.optim.lipschitz_minibatch import LipschitzMinibatch
@@ -21,4 +21,4 @@ VARIANTS: dict[str, type[Variant]] = {
     "lipschitz-minibatch": LipschitzMinibatch,
 }
 
-__all__ = ["VARIANTS", "Problem", "Variant"]
+__all__ = ["VARIANTS", "Variant"]

@@ -31,9 +31,9 @@ from typing import Literal
 
 import torch
 
-from dagstudy.optim.base import Problem
 from dagstudy.optim.fullbatch_ista import FullBatchISTA, FullBatchParams
 from dagstudy.optim.lipschitz import l1_norm
+from dagstudy.problem import Problem
 
 
 class FistaParams(FullBatchParams):

@@ -23,8 +23,9 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from dagstudy.optim.base import Problem, Variant
+from dagstudy.optim.base import Variant
 from dagstudy.optim.lipschitz import Backtracker, BacktrackParams, StepResult, depth_divisor
+from dagstudy.problem import Problem
 
 
 class FullBatchParams(BacktrackParams):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from dagstudy.optim.base import Problem
+from dagstudy.problem import Problem
 
 
 class BacktrackParams(BaseModel):

@@ -28,8 +28,9 @@ from functools import partial
 import torch
 from pydantic import Field
 
-from dagstudy.optim.base import Problem, Variant
+from dagstudy.optim.base import Variant
 from dagstudy.optim.lipschitz import Backtracker, BacktrackParams, depth_divisor, seed_view
+from dagstudy.problem import Problem
 
 
 class MinibatchLParams(BacktrackParams):

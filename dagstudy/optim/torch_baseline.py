@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from dagstudy.optim.base import Problem, Variant
+from dagstudy.optim.base import Variant
+from dagstudy.problem import Problem
 
 
 class TorchOptimizerVariant(Variant):

@@ -25,6 +25,7 @@ POLICIES: dict[str, type[Policy]] = {
     "split": Split,
     "flip": Flip,
 }
+Policy.registry.update(POLICIES)
 
 DEAD_NEURON_SETTING: dict[str, Any] = {
     "dataset": "digits", "topology": "layered", "depth": 6, "width": 16,

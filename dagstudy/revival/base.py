@@ -16,7 +16,8 @@ Per pass, ``Policy.after_pass`` runs for all seeds at once:
    strictly dead ones that fire at the current weights (``loss_and_firing``);
 4. ``revive``: the policy's edit, written through an ``Event`` that records every parameter entry
    it wrote; the optimizer state of exactly those entries is then zeroed
-   (``Variant.reset_state``), and the full training loss is measured before and after.
+   (``OptimizerState.reset_state``, which every optimizer variant has), and the full training
+   loss is measured before and after.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from dagstudy.model.dagnet import DagNet
-from dagstudy.optim.base import Problem, Variant, relu_outputs
+from dagstudy.problem import OptimizerState, Problem, relu_outputs
+from dagstudy.revival.event import Event
 from dagstudy.revival.history import History
 
 
@@ -139,38 +141,6 @@ def neighbour_pairs(
             yield s, j, k, i, n
 
 
-class Event:
-    """One revival event (one pass, all seeds): what was revived, and every entry written.
-
-    - ``revived [S, n_hidden]``: nodes the policy revived;
-    - ``skipped [S, n_hidden]``: selected nodes it left as they were (no live neighbour);
-    - ``partner [S, n_hidden]``: hidden index of the neighbour a revived node was copied from
-      (``split``; the pair whose similarity is tracked), -1 otherwise;
-    - ``touched``: per parameter, the boolean mask of entries written (``write``).
-    """
-
-    def __init__(self, model: DagNet):
-        shape = (model.n_seeds, model.neuron_count())
-        device = model.out_bias.device
-        self.revived = torch.zeros(shape, dtype=torch.bool, device=device)
-        self.skipped = torch.zeros(shape, dtype=torch.bool, device=device)
-        self.partner = torch.full(shape, -1, dtype=torch.long, device=device)
-        self.touched: dict[int, tuple[nn.Parameter, torch.Tensor]] = {}
-
-    @torch.no_grad()
-    def write(self, param: nn.Parameter, index: tuple, value: torch.Tensor | float) -> None:
-        """``param[index] = value``, remembering the entries for the optimizer-state reset."""
-        param[index] = value
-        if id(param) not in self.touched:
-            self.touched[id(param)] = (param, torch.zeros_like(param, dtype=torch.bool))
-        self.touched[id(param)][1][index] = True
-
-    def reset_optimizer(self, variant: Variant) -> None:
-        """Zero the optimizer state (momenta, moments) of every entry written."""
-        for param, where in self.touched.values():
-            variant.reset_state(param, where)
-
-
 class Policy:
     """A revival policy: one file each, registered by ``id``; ``idea`` is its IDEAS.md ID.
 
@@ -182,13 +152,17 @@ class Policy:
     id: ClassVar[str]
     idea: ClassVar[str | None] = None
     Params: ClassVar[type[RevivalParams]] = RevivalParams
+    registry: ClassVar[dict[str, type[Policy]]] = {}
+    """Every registered policy by ``id``: ``dagstudy.revival.POLICIES``, which fills it when the
+    package is imported (a policy that wraps another, ``wait``, looks it up here)."""
 
     def __init__(self, hp: RevivalParams):
         self.hp = hp
         self.history: History | None = None
 
     def after_pass(
-        self, model: DagNet, dead: torch.Tensor, variant: Variant, problem: Problem, epoch: int
+        self, model: DagNet, dead: torch.Tensor, variant: OptimizerState, problem: Problem,
+        epoch: int,
     ) -> dict[str, torch.Tensor]:
         """Detect, revive, reset the touched optimizer state; return per-seed curves.
 

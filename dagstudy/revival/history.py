@@ -16,14 +16,10 @@ the pass in which it is found dead again (1 = dead again in the very next pass).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from dagstudy.model.dagnet import DagNet
-
-if TYPE_CHECKING:
-    from dagstudy.revival.base import Event
+from dagstudy.revival.event import Event
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

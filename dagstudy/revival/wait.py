@@ -36,9 +36,7 @@ class WaitParams(RevivalParams):
     @field_validator("inner")
     @classmethod
     def _known(cls, value: str) -> str:
-        from dagstudy.revival import POLICIES  # the registry imports this module
-
-        allowed = [name for name in POLICIES if name not in NOT_INNER]
+        allowed = [name for name in Policy.registry if name not in NOT_INNER]
         if value not in allowed:
             raise ValueError(f"unknown {value!r} (allowed: {', '.join(allowed)})")
         return value
@@ -50,9 +48,7 @@ class WaitParams(RevivalParams):
 
     def inner_policy(self) -> Policy:
         """The inner policy, its ``inner_params`` validated by its own ``Params``."""
-        from dagstudy.revival import POLICIES
-
-        cls = POLICIES[self.inner]
+        cls = Policy.registry[self.inner]
         try:
             return cls(cls.Params(**self.inner_params))
         except ValidationError as e:

@@ -1,4 +1,5 @@
-"""The study's search space as Optuna suggestions, with conditional parameters.
+"""The study's search space: its spec model (``SearchSpace``) and its Optuna suggestions, with
+conditional parameters.
 
 ``suggest(trial, space, base) -> overrides`` samples one trial through ``trial.suggest_*`` and
 returns ``TrainConfig`` field overrides. Optuna parameter names: the ``TrainConfig`` field
@@ -18,14 +19,97 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
-from dagstudy.config import TrainConfig
+from dagstudy.config import StrictModel, TrainConfig
 from dagstudy.optim import VARIANTS
 from dagstudy.revival import POLICIES
-from dagstudy.spec import Range, SearchSpace
+
+
+class Range(StrictModel):
+    """A numeric range ``[low, high]``; integer or float as the target field is."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be < high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError("log: needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("step: cannot be combined with log")
+        return self
+
+
+def _domain_kind(value: Any) -> str:
+    return "range" if isinstance(value, (dict, Range)) else "choices"
+
+
+Choices = Annotated[list[bool | int | float | str | None], Field(min_length=1)]
+Domain = Annotated[
+    Annotated[Range, Tag("range")] | Annotated[Choices, Tag("choices")],
+    Discriminator(_domain_kind),
+]
+"""A search dimension: a list of choices (categorical) or a ``Range`` mapping."""
+
+
+def _check_registry(kind: str, registry: dict, value: dict[str, dict[str, Domain]]):
+    unknown = [name for name in value if name not in registry]
+    if unknown:
+        raise ValueError(f"unknown {kind} {unknown} (registered: {', '.join(registry)})")
+    for name, params in value.items():
+        known = registry[name].Params.model_fields
+        bad = [p for p in params if p not in known]
+        if bad:
+            has = ", ".join(known) or "no parameters"
+            raise ValueError(f"{name}: unknown parameter {bad} ({name} has: {has})")
+    return value
+
+
+class SearchSpace(StrictModel):
+    """What Optuna samples. Every other ``TrainConfig`` field is fixed by ``base``.
+
+    ``fanin`` and ``fanin_wiring`` are sampled only when the trial's topology is ``fanin``.
+    ``optimizer`` / ``revival`` map registered names to their own parameters' domains (``{}``:
+    the class defaults); those parameters are sampled only for the chosen name.
+    """
+
+    topology: Choices | None = None
+    fanin: Domain | None = None
+    fanin_wiring: Choices | None = None
+    depth: Domain | None = None
+    width: Domain | None = None
+    readout: Choices | None = None
+    bias_init: Domain | None = None
+    loss: Choices | None = None
+    lr: Domain | None = None
+    batch_size: Domain | None = None
+    optimizer: dict[str, dict[str, Domain]] | None = Field(None, min_length=1)
+    revival: dict[str, dict[str, Domain]] | None = Field(None, min_length=1)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_variants(cls, value):
+        return None if value is None else _check_registry("variant", VARIANTS, value)
+
+    @field_validator("revival")
+    @classmethod
+    def _known_policies(cls, value):
+        return None if value is None else _check_registry("policy", POLICIES, value)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SearchSpace:
+        if all(getattr(self, f) is None for f in SearchSpace.model_fields):
+            raise ValueError(f"empty; search at least one of {', '.join(SearchSpace.model_fields)}")
+        return self
+
+
 
 REGISTRIES = {"optimizer": VARIANTS, "revival": POLICIES}
 SCALARS = tuple(f for f in SearchSpace.model_fields if f not in REGISTRIES)

@@ -20,217 +20,41 @@ one run per finished trial.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import functools
 import json
-import math
-import os
-import sys
 import tempfile
 import time
-import urllib.request
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from dagstudy.optim import VARIANTS
-from dagstudy.query import trial_run_id
-from dagstudy.revival import POLICIES
-from dagstudy.spec import Storage, redact_url
-from dagstudy.spool import Spool
-from dagstudy.train import FINAL_METRICS
+from dagstudy.ideas import ideas_touched
+from dagstudy.tracking.client import (
+    TrackingWarning,
+    open_client,
+    server_healthy,
+    short_http_retries,
+)
+from dagstudy.tracking.plots import (
+    plot_dead_fraction,
+    plot_history,
+    plot_importances,
+    plot_learning_curves,
+)
+from dagstudy.tracking.records import (
+    TrialRecord,
+    epoch_metrics,
+    final_metrics,
+    flat_params,
+    trial_run_id,
+)
+from dagstudy.tracking.spool import Spool
+from dagstudy.urls import redact_url
 
-TOPOLOGY_IDEAS = {"dag": "DAG-DENSE", "fanin": "DAG-FANIN"}
 _BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's log_batch limits per call
-
-
-class TrackingWarning(UserWarning):
-    """An MLflow call failed; the study goes on (its records wait in the spool)."""
-
-
-class TrackingAuthError(RuntimeError):
-    """The MLflow tracking server refused this client's credentials (HTTP 401 or 403)."""
-
-
-def check_access(uri: str) -> None:
-    """Raise ``TrackingAuthError`` if the tracking server at ``uri`` refuses the credentials,
-    so a study with wrong or missing ones stops before any work; an unreachable server or a
-    local store passes (records spool until it answers)."""
-    if not uri.startswith(("http://", "https://")) or not _server_healthy(uri):
-        return
-    try:
-        with _short_http_retries():
-            MlflowClient(uri).search_experiments(max_results=1)
-    except MlflowException as e:
-        code = e.get_http_status_code()
-        if code in (401, 403):
-            raise TrackingAuthError(
-                f"MLflow at {redact_url(uri)} refused the credentials (HTTP {code}): set "
-                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (infra/local/up.sh "
-                "--mlflow-auth writes them to stack.env)") from None
-    except Exception:  # not reachable after all: the spool takes over
-        return
-
-
-@dataclass
-class TrialRecord:
-    """What the driver knows about a finished trial.
-
-    ``state``: ``COMPLETE``, ``PRUNED`` or ``FAIL``; ``rows``: the trainer's per-epoch rows
-    (``on_epoch``); ``result``: ``TrialResult.to_dict()`` when training returned, else None;
-    ``report_seconds``: the worker's time spent reporting to Optuna (None if it died).
-    """
-
-    number: int
-    state: str
-    config: dict[str, Any]
-    params: dict[str, Any]
-    seeds: list[int]
-    rows: list[dict[str, Any]]
-    result: dict[str, Any] | None
-    objective: float | None
-    reason: str | None
-    report_seconds: float | None
-
-
-def ideas_touched(config: dict[str, Any]) -> list[str]:
-    """IDEAS.md IDs a configuration exercises: its topology's, optimizer's and policy's."""
-    ids = {
-        TOPOLOGY_IDEAS.get(config["topology"]),
-        VARIANTS[config["optimizer"]].idea,
-        POLICIES[config["revival"]].idea,
-    }
-    return sorted(i for i in ids if i)
-
-
-def _guarded(method):
-    """For the confirmation's records: nothing without a parent run; an error warns."""
-    @functools.wraps(method)
-    def wrapper(self: Tracker, *args, **kwargs):
-        if self.parent_run_id is None:
-            return None
-        try:
-            return method(self, *args, **kwargs)
-        except Exception as e:  # tracking must never fail a trial
-            warnings.warn(f"MLflow {method.__name__} failed, the study goes on: "
-                          f"{type(e).__name__}: {e}", TrackingWarning, stacklevel=2)
-            return None
-
-    return wrapper
-
-
-def _flat(prefix: str, value: Any) -> dict[str, str]:
-    if isinstance(value, dict):
-        out: dict[str, str] = {}
-        for k, v in value.items():
-            out.update(_flat(f"{prefix}.{k}" if prefix else str(k), v))
-        return out
-    return {prefix: json.dumps(value) if isinstance(value, (list, tuple)) else str(value)}
-
-
-def _is_seed_scalars(values: Any) -> bool:
-    return isinstance(values, list) and all(v is None or isinstance(v, (int, float))
-                                            for v in values)
-
-
-def _finite(values: list) -> list[float]:
-    return [float(v) for v in values if v is not None and math.isfinite(v)]
-
-
-def epoch_metrics(rows: list[dict[str, Any]], seeds: list[int], timestamp: int) -> list[Metric]:
-    """Per-epoch metrics: each per-seed scalar as its mean and per seed, step = epoch."""
-    out = []
-    for row in rows:
-        step = int(row["epoch"])
-        for name, values in row.items():
-            if name == "epoch" or not _is_seed_scalars(values):
-                continue
-            finite = _finite(values)
-            if finite:
-                out.append(Metric(name, sum(finite) / len(finite), timestamp, step))
-            out.extend(Metric(f"{name}/seed_{s}", float(v), timestamp, step)
-                       for s, v in zip(seeds, values) if v is not None and math.isfinite(v))
-    return out
-
-
-def final_metrics(record: TrialRecord, timestamp: int) -> list[Metric]:
-    values: dict[str, float | None] = {"objective": record.objective,
-                                       "trial_report_seconds": record.report_seconds}
-    if record.result is not None:
-        for m in FINAL_METRICS:
-            values[f"final_{m}_mean"] = record.result[m]["mean"]
-            values[f"final_{m}_std"] = record.result[m]["std"]
-        for key in ("params", "flops_per_example", "wall_seconds", "epochs"):
-            values[f"trial_{key}"] = record.result[key]
-    return [Metric(k, float(v), timestamp, 0) for k, v in values.items()
-            if v is not None and math.isfinite(v)]
-
-
-def _series(rows: list[dict], name: str) -> list[list[float]]:
-    """Per seed, the values of ``name`` over epochs (NaN where missing)."""
-    return [[math.nan if v is None else v for v in seed_values]
-            for seed_values in zip(*(row[name] for row in rows))]
-
-
-def plot_learning_curves(rows: list[dict], seeds: list[int], title: str, path: Path) -> None:
-    fig = Figure(figsize=(10, 3.5), layout="constrained")
-    epochs = [row["epoch"] for row in rows]
-    for ax, name in zip(fig.subplots(1, 3), ("train_loss", "val_loss", "val_accuracy")):
-        for seed, values in zip(seeds, _series(rows, name)):
-            ax.plot(epochs, values, marker=".", label=f"seed {seed}")
-        ax.set(xlabel="epoch", title=name)
-    fig.axes[0].legend(fontsize="small")
-    fig.suptitle(title)
-    fig.savefig(path, dpi=80)
-
-
-def plot_dead_fraction(rows: list[dict], seeds: list[int], title: str, path: Path) -> None:
-    fig = Figure(figsize=(8, 3.5), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    epochs = [row["epoch"] for row in rows]
-    for seed, values in zip(seeds, _series(rows, "dead_fraction")):
-        left.plot(epochs, values, marker=".", label=f"seed {seed}")
-    left.set(xlabel="epoch", ylabel="dead fraction", title="per seed", ylim=(-0.02, 1.02))
-    left.legend(fontsize="small")
-    by_block = [row["dead_by_block"] for row in rows]  # [epoch][seed][block]
-    for b in range(len(by_block[0][0])):
-        right.plot(epochs, [sum(s[b] for s in e) / len(e) for e in by_block], label=f"block {b}")
-    right.set(xlabel="epoch", title="mean over seeds, by block", ylim=(-0.02, 1.02))
-    right.legend(fontsize="small")
-    fig.suptitle(title)
-    fig.savefig(path, dpi=80)
-
-
-def plot_importances(importances: dict[str, float], path: Path) -> None:
-    fig = Figure(figsize=(6, 0.4 * len(importances) + 1.2), layout="constrained")
-    ax = fig.subplots()
-    names = list(importances)[::-1]
-    ax.barh(names, [importances[n] for n in names])
-    ax.set(xlabel="importance", title="parameter importances")
-    fig.savefig(path, dpi=80)
-
-
-def plot_history(study: optuna.Study, path: Path) -> None:
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    fig = Figure(figsize=(7, 3.5), layout="constrained")
-    ax = fig.subplots()
-    numbers, values = [t.number for t in done], [t.value for t in done]
-    ax.scatter(numbers, values, s=12, label="trial")
-    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-    best = [pick(values[: i + 1]) for i in range(len(values))]
-    ax.step(numbers, best, where="post", color="C1", label="best so far")
-    ax.set(xlabel="trial", ylabel="objective", title=f"optimisation history: {study.study_name}")
-    ax.legend(fontsize="small")
-    fig.savefig(path, dpi=80)
 
 
 class Tracker:
@@ -258,7 +82,7 @@ class Tracker:
                  retry_seconds: float = 30.0):
         self.uri = tracking_uri
         self.study = study
-        self.client = _client(tracking_uri)
+        self.client = open_client(tracking_uri)
         self.experiment_id: str | None = None
         self.parent_run_id = parent_run_id
         self.spool = spool
@@ -288,11 +112,11 @@ class Tracker:
         if self._offline_since is not None:
             if not force and time.monotonic() - self._offline_since < self.retry_seconds:
                 return False
-            if not _server_healthy(self.uri):
+            if not server_healthy(self.uri):
                 self._offline_since = time.monotonic()
                 return False
         try:
-            with _short_http_retries():
+            with short_http_retries():
                 self._open()
         except Exception as e:  # tracking must never fail the study
             self._went_offline(e)
@@ -326,11 +150,11 @@ class Tracker:
         self.parent_run_id = run.info.run_id
         if self.on_run_created is not None:
             self.on_run_created(None, self.parent_run_id)
-        params = _flat("", {k: v for k, v in self._settings.items() if k != "search"})
-        self._log(run.info.run_id, params=params)
+        params = flat_params("", {k: v for k, v in self._settings.items() if k != "search"})
+        self.log_batch(run.info.run_id, params=params)
         client.log_dict(run.info.run_id, self._settings, "study.json")
 
-    def _log(self, run_id: str, metrics=(), params: dict | None = None,
+    def log_batch(self, run_id: str, metrics=(), params: dict | None = None,
              tags: dict | None = None) -> None:
         metrics = list(metrics)
         params_ = [Param(k, v) for k, v in (params or {}).items()]
@@ -374,9 +198,9 @@ class Tracker:
             return None
         run_id = None
         try:
-            with _short_http_retries():
+            with short_http_retries():
                 run_id = self._create_trial_run(number, config, params)
-                self._log(run_id, params=_flat("", config))
+                self.log_batch(run_id, params=flat_params("", config))
         except Exception as e:
             self._went_offline(e)
         return run_id
@@ -392,7 +216,7 @@ class Tracker:
         tags = {"dagstudy.state": record.state}
         if record.reason:
             tags["failure_reason"] = record.reason
-        self._log(run_id, metrics=metrics, params=_flat("", record.config), tags=tags)
+        self.log_batch(run_id, metrics=metrics, params=flat_params("", record.config), tags=tags)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             config = {"config": record.config, "params": record.params, "seeds": record.seeds}
@@ -420,7 +244,7 @@ class Tracker:
             return True
         for item in self.spool.trials():
             try:
-                with _short_http_retries():
+                with short_http_retries():
                     self._upload_reported(item.run_id, TrialRecord(**item.record), item.timestamp)
             except Exception as e:
                 self._went_offline(e)
@@ -438,7 +262,7 @@ class Tracker:
             return
         if self._ready():
             try:
-                with _short_http_retries():
+                with short_http_retries():
                     self._upload_reported(run_id, record, timestamp)
             except Exception as e:
                 self._went_offline(e)
@@ -452,7 +276,7 @@ class Tracker:
         if complete:
             best = study.best_trial
             now = int(time.time() * 1000)
-            self._log(run_id, metrics=[Metric("best_objective", best.value, now, 0)],
+            self.log_batch(run_id, metrics=[Metric("best_objective", best.value, now, 0)],
                       tags={"dagstudy.best_trial": best.number,
                             "dagstudy.best_run_id": trial_run_id(study, best)})
             with tempfile.TemporaryDirectory() as tmp:
@@ -470,7 +294,7 @@ class Tracker:
         spooled too. Returns the number of records still waiting in the spool."""
         if self._ready(force=True):
             try:
-                with _short_http_retries():
+                with short_http_retries():
                     self._finish(study, importances, status)
                 if self.spool is not None:
                     self.spool.clear_finish()
@@ -494,105 +318,3 @@ class Tracker:
             return self.finish(study, importances, status)
         self._ready(force=True)
         return len(self.spool) if self.spool is not None else 0
-
-
-def _client(uri: str) -> MlflowClient:
-    """``MlflowClient(uri)``. Creating one creates or migrates a SQLite store's schema; two
-    drivers doing that at once on a fresh run directory collide, so a SQLite store is opened
-    under an exclusive lock on ``<database>.lock``."""
-    if not uri.startswith("sqlite:///"):
-        return MlflowClient(uri)
-    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return MlflowClient(uri)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _server_healthy(uri: str) -> bool:
-    """An HTTP tracking server answers ``/health`` within 5 s (other stores: True)."""
-    if not uri.startswith(("http://", "https://")):
-        return True
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5) as response:
-            return response.status == 200
-    except (OSError, ValueError):
-        return False
-
-
-_HTTP_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
-
-
-@contextlib.contextmanager
-def _short_http_retries():
-    """MLflow's HTTP client retries a failing call for about 4 minutes by default; the driver
-    gives up after a few seconds instead (the record stays spooled). Variables the user set
-    are left alone."""
-    added = {k: v for k, v in _HTTP_RETRIES.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
-
-
-def ui_command(storage: Storage, port: int = 5000) -> list[str]:
-    """The ``mlflow ui`` command for a local store, bound to 127.0.0.1."""
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", storage.mlflow,
-           "--host", "127.0.0.1", "--port", str(port)]
-    if storage.artifacts:
-        cmd += ["--default-artifact-root", storage.artifacts]
-    return cmd
-
-
-def rows_from_result(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The trainer's per-epoch rows (``on_epoch`` form) rebuilt from ``TrialResult`` curves."""
-    curves = result.get("curves", {})
-    epochs = max((len(c) for c in curves.values()), default=0)
-    return [{"epoch": e + 1, **{k: c[e] for k, c in curves.items() if e < len(c)}}
-            for e in range(epochs)]
-
-
-@_guarded
-def log_arm(tracker: Tracker, idea: str, arm: str, result: dict[str, Any]) -> str:
-    """One confirmation arm as a child run of the confirmation's parent run, tagged with the
-    idea ID, the arm and the seeds; metrics per epoch and final, ``results.json`` artifact."""
-    client = tracker.client
-    seeds = result["seeds"]
-    tags = {"mlflow.parentRunId": tracker.parent_run_id, "dagstudy.idea": idea,
-            "dagstudy.arm": arm, "dagstudy.seeds": ",".join(map(str, seeds)),
-            "dagstudy.role": "arm"}
-    run = client.create_run(tracker.experiment_id, run_name=f"{idea}/{arm}", tags=tags)
-    run_id = run.info.run_id
-    now = int(time.time() * 1000)
-    metrics = epoch_metrics(rows_from_result(result), seeds, now)
-    for name in FINAL_METRICS:
-        s = result.get(name, {})
-        if s.get("mean") is not None:
-            metrics.append(Metric(f"final_{name}_mean", s["mean"], now, 0))
-    tracker._log(run_id, metrics=metrics, params=_flat("", result["config"]))
-    client.log_dict(run_id, result, "results.json")
-    failed = any(st != "ok" for st in result.get("status", []))
-    if failed:
-        client.set_tag(run_id, "failure_reason", "; ".join(r for r in result["reasons"] if r))
-    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
-    return run_id
-
-
-@_guarded
-def log_report(tracker: Tracker, out_dir: Path) -> None:
-    """The report directory (and ``confirmation.json``) into the parent run, which ends."""
-    tracker.client.log_artifacts(tracker.parent_run_id, str(out_dir))
-    tracker.client.set_terminated(tracker.parent_run_id, status="FINISHED")
-
-
-def download_confirmation(tracking_uri: str, run_id: str, dst: Path) -> Path:
-    """``confirmation.json`` of a confirmation's parent run, fetched from MLflow into ``dst``."""
-    client = MlflowClient(tracking_uri)
-    return Path(client.download_artifacts(run_id, "confirmation.json", str(dst)))

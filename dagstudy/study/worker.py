@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 import time
 import traceback
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,10 @@ import optuna
 import torch
 
 from dagstudy.config import TrainConfig
-from dagstudy.spec import Objective, StudySpec, open_storage
-from dagstudy.train import TrialResult, load_data, resolve_device, train
+from dagstudy.study.samplers import make_pruner
+from dagstudy.study.spec import Objective, StudySpec
+from dagstudy.study.storage import open_storage
+from dagstudy.trainer import TrialResult, load_data, resolve_device, train
 
 DATA_FIELDS = ("dataset", "data_dir", "synthetic", "val_fraction", "test_fraction", "split")
 """The ``TrainConfig`` fields ``load_data`` reads; equal fields and seeds give equal data."""
@@ -30,12 +31,41 @@ DATA_FIELDS = ("dataset", "data_dir", "synthetic", "val_fraction", "test_fractio
 
 @dataclass(frozen=True)
 class TrialJob:
-    """Everything a Ray task needs to train one trial."""
+    """Everything a Ray task needs to train one trial: the Optuna storage URL, the trial's
+    number in the study ``spec.name``, its resolved ``TrainConfig`` (as a dict) and the spec."""
 
     storage: str
-    trial_id: int
+    trial_number: int
     config: dict[str, Any]
     spec: StudySpec
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What a trial's task returns to the driver.
+
+    ``state``: ``COMPLETE``, ``PRUNED`` or ``FAIL``; ``value``: the objective (COMPLETE only);
+    ``reason``: why it was pruned or failed; ``mean``, ``std``, ``per_seed``: the objective
+    metric's final per-seed summary (when training returned); ``rows``: the trainer's per-epoch
+    rows so far; ``result``: ``TrialResult.to_dict()`` (when training returned);
+    ``report_seconds``: time the worker spent reporting to Optuna and asking the pruner (None
+    when the task returned nothing).
+    """
+
+    state: str
+    value: float | None = None
+    reason: str | None = None
+    mean: float | None = None
+    std: float | None = None
+    per_seed: list[float | None] | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    report_seconds: float | None = None
+
+    @classmethod
+    def failed(cls, reason: str) -> TrialOutcome:
+        """The outcome of a trial whose task returned nothing (it raised, or its worker died)."""
+        return cls(state="FAIL", reason=reason)
 
 
 _cache: dict[str, tuple[Any, Any]] = {}
@@ -66,27 +96,28 @@ def _report(trial: optuna.Trial, row: dict[str, Any], objective: Objective, per_
         trial.report(score, row["epoch"])
 
 
-def judge(result: TrialResult, objective: Objective) -> dict[str, Any]:
-    """State, objective value, reason and the objective metric's per-seed summary."""
+def judge(result: TrialResult, objective: Objective, rows: list[dict[str, Any]],
+          report_seconds: float) -> TrialOutcome:
+    """The outcome of a trial whose training returned: COMPLETE with the objective, or FAIL
+    (a seed failed, or the objective is not finite for every seed)."""
     summary = result.summary(objective.metric)
-    out = {"state": "COMPLETE", "value": objective.score(summary["per_seed"]), "reason": None,
-           "mean": summary["mean"], "std": summary["std"], "per_seed": summary["per_seed"]}
+    value = objective.score(summary["per_seed"])
+    state, reason = "COMPLETE", None
     if result.failed:
-        out["state"] = "FAIL"
-        out["reason"] = "; ".join(f"seed {s}: {r}" for s, r in zip(result.seeds, result.reasons)
-                                  if r)
-    elif out["value"] is None:
-        out["state"], out["reason"] = "FAIL", f"{objective.metric} is not finite for every seed"
-    return out
+        state = "FAIL"
+        reason = "; ".join(f"seed {s}: {r}" for s, r in zip(result.seeds, result.reasons) if r)
+    elif value is None:
+        state, reason = "FAIL", f"{objective.metric} is not finite for every seed"
+    return TrialOutcome(state=state, value=value, reason=reason, mean=summary["mean"],
+                        std=summary["std"], per_seed=summary["per_seed"], rows=rows,
+                        result=result.to_dict(), report_seconds=report_seconds)
 
 
-def train_trial(job: TrialJob) -> dict[str, Any]:
+def train_trial(job: TrialJob) -> TrialOutcome:
     """Train one trial in this process (a Ray worker), reporting each epoch to Optuna.
 
-    Returns ``{"state": COMPLETE|PRUNED|FAIL, "value", "reason", "mean", "std", "per_seed",
-    "rows": per-epoch rows, "result": TrialResult.to_dict() or None, "report_seconds": time
-    spent reporting to Optuna and asking the pruner}``. Training errors are returned as FAIL
-    with the exception, never raised; only the process dying loses a trial.
+    Training errors are returned as a FAIL outcome naming the exception, never raised; only the
+    process dying loses a trial.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec, seeds = job.spec, job.spec.seed_list
@@ -105,55 +136,33 @@ def train_trial(job: TrialJob) -> dict[str, Any]:
             raise optuna.TrialPruned(f"pruned by the {spec.pruner.name} pruner at epoch "
                                      f"{row['epoch']}")
 
-    empty = {"value": None, "mean": None, "std": None, "per_seed": None, "result": None}
     try:
         storage = _cached("storage", job.storage, lambda: open_storage(job.storage))
         study = optuna.load_study(study_name=spec.name, storage=storage,
                                   sampler=optuna.samplers.RandomSampler(),
-                                  pruner=make_pruner(spec))
-        trial = optuna.Trial(study, job.trial_id)
+                                  pruner=make_pruner(spec.pruner, spec.epochs))
+        study_id = storage.get_study_id_from_name(spec.name)
+        trial = optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(
+            study_id, job.trial_number))
         config = TrainConfig(**job.config)
         device = resolve_device(spec.device)
         result = train(config, seeds, _data(config, seeds, device), device, on_epoch)
     except optuna.TrialPruned as e:
-        return {**empty, "state": "PRUNED", "reason": str(e), "rows": rows,
-                "report_seconds": reporting[0]}
+        return TrialOutcome(state="PRUNED", reason=str(e), rows=rows,
+                            report_seconds=reporting[0])
     except Exception as e:  # the trial fails, the study goes on
         frame = traceback.extract_tb(e.__traceback__)[-1]
         reason = f"{type(e).__name__}: {e} (at {Path(frame.filename).name}:{frame.lineno})"
-        return {**empty, "state": "FAIL", "reason": reason, "rows": rows,
-                "report_seconds": reporting[0]}
-    return {**judge(result, spec.objective), "rows": rows, "result": result.to_dict(),
-            "report_seconds": reporting[0]}
+        return TrialOutcome(state="FAIL", reason=reason, rows=rows, report_seconds=reporting[0])
+    return judge(result, spec.objective, rows, reporting[0])
 
 
 def train_job(config: dict[str, Any], seeds: list[int], device: str, threads: int) -> dict:
     """``train(...).to_dict()`` of one configuration on ``seeds`` with ``threads`` torch
-    threads (``execute.ray_runner``'s task)."""
+    threads (``cluster.ray_runner``'s task)."""
     torch.set_num_threads(threads)
     cfg = TrainConfig(**config)
     dev = resolve_device(device)
     return train(cfg, seeds, _data(cfg, seeds, dev), dev).to_dict()
-
-
-def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """The spec's pruner; Hyperband's ``max_resource`` is the study's epochs."""
-    p = spec.pruner
-    if p.name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials,
-                                           n_warmup_steps=p.n_warmup_steps)
-    if p.name == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_resource,
-                                                      reduction_factor=p.reduction_factor)
-    if p.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=p.min_resource,
-                                              max_resource=spec.epochs,
-                                              reduction_factor=p.reduction_factor)
-    if p.name == "wilcoxon":
-        with warnings.catch_warnings():  # experimental since Optuna 3.6; chosen knowingly
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.pruners.WilcoxonPruner(p_threshold=p.p_threshold,
-                                                 n_startup_steps=p.n_startup_steps)
-    return optuna.pruners.NopPruner()
 
 

@@ -19,7 +19,8 @@ import warnings
 import optuna
 import pandas as pd
 
-from dagstudy.spec import open_storage, storage_for
+from dagstudy.study.storage import open_storage, storage_for
+from dagstudy.tracking.records import trial_run_id
 
 TrialState = optuna.trial.TrialState
 
@@ -32,13 +33,6 @@ def load_study(study: str, storage: str | None = None) -> optuna.Study:
     if study not in names:
         raise KeyError(f"no study {study!r} in {url} (has: {', '.join(names) or 'none'})")
     return optuna.load_study(study_name=study, storage=rdb)
-
-
-def trial_run_id(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str | None:
-    """The trial's MLflow run id: set at launch, or (a run created after an MLflow outage) in
-    the study's ``mlflow_run_ids`` user attribute, keyed by trial number."""
-    return (trial.user_attrs.get("mlflow_run_id")
-            or study.user_attrs.get("mlflow_run_ids", {}).get(str(trial.number)))
 
 
 def _metric(study: optuna.Study) -> str:

@@ -59,7 +59,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from dagstudy.spec import redact_url
+from dagstudy.urls import redact_url
 
 RETRY_ENV = "DAGSTUDY_STORAGE_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 120.0

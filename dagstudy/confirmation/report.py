@@ -27,7 +27,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dagstudy.confirm import ConfirmSpec, Outcome  # noqa: E402
+from dagstudy.confirmation.analyse import Outcome  # noqa: E402
+from dagstudy.confirmation.spec import ConfirmSpec  # noqa: E402
 
 COLUMNS = ("idea", "metric", "control_mean", "treatment_mean", "diff", "ci_low", "ci_high",
            "d_z", "p_adjusted", "verdict", "seeds")

@@ -41,12 +41,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import sys
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,23 +52,21 @@ import optuna
 import ray
 from pydantic import ValidationError
 
-import dagstudy
 from dagstudy.config import format_errors
-from dagstudy.query import param_importances
-from dagstudy.search import suggest
-from dagstudy.spec import (
-    Resources,
-    Storage,
-    StudySpec,
-    open_storage,
-    redact_url,
-    run_dir_for,
-    storage_for,
-)
-from dagstudy.spool import Spool
-from dagstudy.storage import error_line
-from dagstudy.tracking import Tracker, TrackingAuthError, TrialRecord, check_access
-from dagstudy.worker import TrialJob, make_pruner, train_job, train_trial
+from dagstudy.study.cluster import connect_ray
+from dagstudy.study.progress import Status
+from dagstudy.study.query import param_importances
+from dagstudy.study.rdb import error_line
+from dagstudy.study.samplers import make_pruner, make_sampler
+from dagstudy.study.space import suggest
+from dagstudy.study.spec import StudySpec
+from dagstudy.study.storage import Storage, open_storage, run_dir_for, storage_for
+from dagstudy.study.worker import TrialJob, TrialOutcome, train_trial
+from dagstudy.tracking.client import TrackingAuthError, check_access
+from dagstudy.tracking.records import TrialRecord
+from dagstudy.tracking.spool import Spool
+from dagstudy.tracking.tracker import Tracker
+from dagstudy.urls import redact_url
 
 TrialState = optuna.trial.TrialState
 
@@ -81,65 +76,6 @@ class StudyError(RuntimeError):
 
 
 _train_trial_task = ray.remote(train_trial)
-_train_job_task = ray.remote(train_job)
-
-
-def ray_runner(
-    resources: Resources | None = None, device: str = "auto"
-) -> Callable[[list], Iterable[tuple[Any, dict[str, Any]]]]:
-    """A ``confirm.Runner`` over Ray tasks: every job launched at once, each result yielded as
-    it finishes. Connect Ray first (``connect_ray``)."""
-    res = resources or Resources()
-
-    def run(jobs: list) -> Iterable[tuple[Any, dict[str, Any]]]:
-        opts = dict(num_cpus=res.cpus, num_gpus=res.gpu, max_retries=1)
-        refs = {_train_job_task.options(**opts).remote(job.config.model_dump(), list(job.seeds),
-                                                       device, max(1, int(res.cpus))): job
-                for job in jobs}
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
-            yield refs.pop(ready[0]), ray.get(ready[0])
-
-    return run
-
-
-def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """The spec's sampler (``tpe`` by default)."""
-    s = spec.sampler
-    if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
-    if s.name == "gp":
-        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
-    # Optuna 5 defaults: multivariate TPE, constant_liar=True (running trials count as bad).
-    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
-
-
-SHIPPED_ENV = ("DAGSTUDY_STORAGE_RETRY_SECONDS",)
-"""Driver settings the workers of a joined cluster get too. Secrets are not shipped (a Ray
-``runtime_env`` is visible in its dashboard): each node's Ray needs ``PGPASSWORD`` (or a
-``PGPASSFILE``) in the environment it was started with."""
-
-
-def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Connect to Ray unless connected already: ``address`` (or ``RAY_ADDRESS``, as inside a
-    Ray job) joins a cluster and ships this ``dagstudy`` package to its workers; otherwise a
-    new local instance starts (never silently an unrelated ``ray start`` one) with
-    ``num_cpus`` (default: this machine's). Returns True when this call started or joined Ray
-    (the caller then calls ``ray.shutdown()``)."""
-    if ray.is_initialized():
-        return False
-    quiet = dict(log_to_driver=False, logging_level="WARNING")
-    if address:
-        package = str(Path(dagstudy.__file__).parent)
-        env = {k: os.environ[k] for k in SHIPPED_ENV if k in os.environ}
-        ray.init(address=address, runtime_env={"py_modules": [package], "env_vars": env},
-                 **quiet)
-    elif os.environ.get("RAY_ADDRESS"):
-        ray.init(**quiet)
-    else:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 **quiet)
-    return True
 
 
 def counted(study: optuna.Study) -> int:
@@ -149,21 +85,28 @@ def counted(study: optuna.Study) -> int:
                or (t.state == TrialState.FAIL and not t.user_attrs.get("requeued")))
 
 
-def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial, reason: str,
-            tracker: Tracker) -> None:
+def trial_id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study`` (Optuna's public storage API)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def requeue(study: optuna.Study, storage: optuna.storages.BaseStorage,
+            trial: optuna.trial.FrozenTrial, reason: str, tracker: Tracker) -> None:
     """Fail a trial that will never report back and queue its params to run again."""
     # The trial may belong to a dead process, so there is no ``optuna.Trial`` to set user
     # attributes through: write them to the storage directly, before the trial is finished.
     for key, value in {"failure_reason": reason, "requeued": True}.items():
-        study._storage.set_trial_user_attr(trial._trial_id, key, value)
+        storage.set_trial_user_attr(trial_id(storage, study, trial.number), key, value)
     study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
     study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number},
                         skip_if_exists=False)
     attrs = trial.user_attrs
     if "config" in attrs:  # launched: it has (or should have had) an MLflow run
         tracker.end_trial(attrs.get("mlflow_run_id"), TrialRecord(
-            trial.number, "FAIL", attrs["config"], trial.params, attrs.get("seeds", []), [],
-            None, None, reason, None))
+            number=trial.number, state="FAIL", config=attrs["config"], params=trial.params,
+            seeds=attrs.get("seeds", []), rows=[], result=None, objective=None, reason=reason,
+            report_seconds=None))
 
 
 def spool_dir(study: str, run_dir: str | os.PathLike | None = None) -> Path:
@@ -190,61 +133,6 @@ def study_tracker(study: optuna.Study, storage: Storage,
                    on_run_created=link)
 
 
-@dataclass
-class Status:
-    """Progress of a running study, as the driver sees it."""
-
-    study: str
-    complete: int
-    pruned: int
-    failed: int
-    running: int
-    target: int | None
-    best: float | None
-    best_number: int | None
-    elapsed: float
-    eta: float | None
-
-
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def format_status(s: Status) -> str:
-    done = s.complete + s.pruned + s.failed
-    best = "-" if s.best is None else f"{s.best:.4g} (#{s.best_number})"
-    return (f"[{s.study}] {done}/{s.target or '?'} done: {s.complete} complete, {s.pruned} "
-            f"pruned, {s.failed} failed; {s.running} running; best {best}; "
-            f"elapsed {_clock(s.elapsed)}, ETA {_clock(s.eta)}")
-
-
-def progress_printer(stream=sys.stderr) -> Callable[[Status], None]:
-    """Live progress on ``stream``: one line rewritten in place on a terminal, else a new
-    line whenever the counts change."""
-    last: list[str] = [""]
-    tty = stream.isatty()
-
-    def show(status: Status) -> None:
-        line = format_status(status)
-        key = line.split("; elapsed")[0]
-        if tty:
-            stream.write("\r\033[K" + line)
-        elif key != last[0]:
-            stream.write(line + "\n")
-        last[0] = key
-        stream.flush()
-
-    return show
-
-
-def _failed(reason: str) -> dict[str, Any]:
-    """The outcome of a trial whose task returned nothing."""
-    return {"state": "FAIL", "value": None, "rows": [], "result": None, "reason": reason,
-            "report_seconds": None}
-
 
 @dataclass
 class _Running:
@@ -254,9 +142,11 @@ class _Running:
 
 
 class _Driver:
-    def __init__(self, spec: StudySpec, storage: Storage, study: optuna.Study, tracker: Tracker,
-                 target: int | None, progress: Callable[[Status], None] | None):
+    def __init__(self, spec: StudySpec, storage: Storage, study: optuna.Study,
+                 rdb: optuna.storages.BaseStorage, tracker: Tracker, target: int | None,
+                 progress: Callable[[Status], None] | None):
         self.spec, self.storage, self.study, self.tracker = spec, storage, study, tracker
+        self.rdb = rdb
         self.target, self.progress = target, progress
         self.pending: dict[ray.ObjectRef, _Running] = {}
         self.start = time.monotonic()
@@ -288,7 +178,7 @@ class _Driver:
         trial.set_user_attr("config", config_dict)
         trial.set_user_attr("seeds", self.spec.seed_list)
         trial.set_user_attr("mlflow_run_id", run_id)
-        job = TrialJob(self.storage.optuna, trial._trial_id, config_dict, self.spec)
+        job = TrialJob(self.storage.optuna, trial.number, config_dict, self.spec)
         res = self.spec.resources
         ref = _train_trial_task.options(num_cpus=res.cpus, num_gpus=res.gpu,
                                         max_retries=1).remote(job)
@@ -302,32 +192,32 @@ class _Driver:
         running = self.pending.pop(ref)
         trial = running.trial
         try:
-            out = ray.get(ref)
+            out: TrialOutcome = ray.get(ref)
         except ray.exceptions.RayTaskError as e:  # the task raised (Ray does not retry that)
-            out = _failed(f"task raised {error_line(e.cause or e)}")
+            out = TrialOutcome.failed(f"task raised {error_line(e.cause or e)}")
         except ray.exceptions.RayError as e:  # its worker or node died, and again on the retry
             reason = f"worker died (retried once): {error_line(e)}"
             if "requeued_from" not in trial.user_attrs:  # run its params once more, elsewhere
-                requeue(self.study, self.study._storage.get_trial(trial._trial_id), reason,
-                        self.tracker)
+                frozen = self.rdb.get_trial(trial_id(self.rdb, self.study, trial.number))
+                requeue(self.study, self.rdb, frozen, reason, self.tracker)
                 self.counts[TrialState.FAIL] += 1  # shown, but not counted toward the budget
                 self._fill()
                 return
-            out = _failed(reason)
-        state = out["state"]
-        attrs = {k: out.get(k) for k in ("mean", "std", "per_seed") if out.get(k) is not None}
-        if out.get("reason"):
-            attrs["failure_reason"] = out["reason"]
+            out = TrialOutcome.failed(reason)
+        attrs = {"mean": out.mean, "std": out.std, "per_seed": out.per_seed,
+                 "failure_reason": out.reason}
         for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        if state == "COMPLETE":
-            self.study.tell(trial, out["value"])
+            if value is not None:
+                trial.set_user_attr(key, value)
+        if out.state == "COMPLETE":
+            self.study.tell(trial, out.value)
         else:
-            self.study.tell(trial, state=TrialState[state])
-        self._count(state)
-        record = TrialRecord(trial.number, state, running.config, trial.params,
-                             self.spec.seed_list, out["rows"], out["result"], out["value"],
-                             out.get("reason"), out["report_seconds"])
+            self.study.tell(trial, state=TrialState[out.state])
+        self._count(out.state)
+        record = TrialRecord(number=trial.number, state=out.state, config=running.config,
+                             params=trial.params, seeds=self.spec.seed_list, rows=out.rows,
+                             result=out.result, objective=out.value, reason=out.reason,
+                             report_seconds=out.report_seconds)
         self._fill()  # launch the next trials before logging, so workers stay busy
         self.tracker.end_trial(running.run_id, record)
 
@@ -371,15 +261,16 @@ class _Driver:
             ray.cancel(ref, force=True)
         for running in self.pending.values():
             try:
-                frozen = self.study._storage.get_trial(running.trial._trial_id)
-                requeue(self.study, frozen, "interrupted", self.tracker)
+                frozen = self.rdb.get_trial(trial_id(self.rdb, self.study, running.trial.number))
+                requeue(self.study, self.rdb, frozen, "interrupted", self.tracker)
             except Exception as e:
                 warnings.warn(f"trial {running.trial.number} not re-queued ({error_line(e)}); "
                               f"`dagstudy resume {self.study.study_name}` will", stacklevel=2)
         self.pending.clear()
 
 
-def _open_study(spec: StudySpec, storage: Storage, resume: bool) -> optuna.Study:
+def _open_study(spec: StudySpec, storage: Storage,
+                resume: bool) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
     rdb = open_storage(storage.optuna)
     exists = spec.name in [s.study_name for s in rdb.get_all_studies()]
     if resume and not exists:
@@ -387,11 +278,12 @@ def _open_study(spec: StudySpec, storage: Storage, resume: bool) -> optuna.Study
     if not resume and exists:
         raise StudyError(f"study {spec.name!r} exists in {redact_url(storage.optuna)}; "
                          f"continue it with `dagstudy resume {spec.name}` or rename it")
-    study = optuna.create_study(study_name=spec.name, storage=rdb, sampler=make_sampler(spec),
-                                pruner=make_pruner(spec), direction=spec.objective.direction,
-                                load_if_exists=resume)
+    study = optuna.create_study(study_name=spec.name, storage=rdb,
+                                sampler=make_sampler(spec.sampler),
+                                pruner=make_pruner(spec.pruner, spec.epochs),
+                                direction=spec.objective.direction, load_if_exists=resume)
     study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
-    return study
+    return study, rdb
 
 
 def run_study(
@@ -415,17 +307,17 @@ def run_study(
         check_access(storage.mlflow)
     except TrackingAuthError as e:
         raise StudyError(str(e)) from None
-    study = _open_study(spec, storage, resume)
+    study, rdb = _open_study(spec, storage, resume)
     tracker = study_tracker(study, storage, run_dir)
     if resume:
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            requeue(study, stale, "driver died", tracker)
+            requeue(study, rdb, stale, "driver died", tracker)
     started = connect_ray(address, num_cpus)
     if address and storage.optuna.startswith("sqlite"):
         warnings.warn("SQLite Optuna storage on a cluster works only if every node shares "
                       "the run directory; set DAGSTUDY_OPTUNA_STORAGE to a PostgreSQL URL",
                       stacklevel=2)
-    driver = _Driver(spec, storage, study, tracker, trials or spec.budget.trials, progress)
+    driver = _Driver(spec, storage, study, rdb, tracker, trials or spec.budget.trials, progress)
     try:
         driver.run()
     except BaseException:
@@ -471,37 +363,3 @@ def summary(study: optuna.Study, spec: StudySpec, storage: Storage) -> str:
                      f"mlflow run {best.user_attrs.get('mlflow_run_id')}")
     lines.append(f"optuna {redact_url(storage.optuna)}\nmlflow {redact_url(storage.mlflow)}")
     return "\n".join(lines)
-
-
-def job_submission(study_file: str | os.PathLike, workdir: Path, *,
-                   run_dir: str | None = None, trials: int | None = None) -> dict[str, Any]:
-    """``JobSubmissionClient.submit_job`` arguments that run ``study_file`` on a cluster.
-
-    The study file is copied into ``workdir`` (the job's ``working_dir``) and the ``dagstudy``
-    package travels as a ``py_modules`` entry; the cluster's Python must have the
-    dependencies. The job's driver runs ``python -m dagstudy.cli run`` on the head node and
-    joins the cluster through ``RAY_ADDRESS``; storage resolves there, from the study's
-    ``storage`` section or the head node's environment or ``run_dir``.
-    """
-    source = Path(study_file)
-    shutil.copy(source, workdir / source.name)
-    entrypoint = f"python -m dagstudy.cli run {source.name}"
-    if run_dir:
-        entrypoint += f" --run-dir {run_dir}"
-    if trials:
-        entrypoint += f" --trials {trials}"
-    package = str(Path(dagstudy.__file__).parent)
-    return {"entrypoint": entrypoint,
-            "runtime_env": {"working_dir": str(workdir), "py_modules": [package]},
-            "metadata": {"dagstudy_study": source.stem}}
-
-
-def submit(study_file: str | os.PathLike, address: str, *, run_dir: str | None = None,
-           trials: int | None = None) -> str:
-    """Submit ``study_file`` as a Ray job to the cluster whose dashboard is ``address``
-    (``http://HEAD:8265``); returns the job id. See ``job_submission``."""
-    from ray.job_submission import JobSubmissionClient
-
-    with tempfile.TemporaryDirectory() as tmp:
-        kwargs = job_submission(study_file, Path(tmp), run_dir=run_dir, trials=trials)
-        return JobSubmissionClient(address).submit_job(**kwargs)

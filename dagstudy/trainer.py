@@ -36,14 +36,15 @@ import torch
 
 from dagstudy import diagnostics
 from dagstudy.config import TrainConfig
-from dagstudy.data import SplitData, load_raw, make_splits
+from dagstudy.data.sources import load_raw
+from dagstudy.data.splits import SplitData, make_splits
 from dagstudy.losses import LOSSES
 from dagstudy.model.dagnet import DagNet
 from dagstudy.model.grad_floor import GradFloor
 from dagstudy.model.topology import build_topology, hops_to_inputs
 from dagstudy.optim import VARIANTS
-from dagstudy.optim.base import Problem
 from dagstudy.optim.stopping import StopRule
+from dagstudy.problem import Problem
 from dagstudy.revival import POLICIES
 
 EpochCallback = Callable[[dict[str, Any]], None]

@@ -1,0 +1,87 @@
+"""``dagstudy confirm`` (paired arms -> verdicts, report, MLflow) and ``dagstudy report`` (a report
+rebuilt from MLflow alone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagstudy.cli.errors import UsageError
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("confirm", help="confirm or rule out each idea: paired arms -> verdicts")
+    p.add_argument("file", help="confirmation file, e.g. studies/corollaries.yaml")
+    p.add_argument("--ideas", default=None, help="comma list of idea IDs (default: all in file)")
+    p.add_argument("--seeds", type=int, default=None, help="paired seeds (overrides the file)")
+    p.add_argument("--out", default=None, help="report directory (default: under the run dir)")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: local Ray)")
+    p.add_argument("--local", action="store_true", help="train in this process, without Ray")
+    p.add_argument("--run-dir", default=None, help="local store (default $DAGSTUDY_HOME or "
+                   "./dagstudy-runs)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.set_defaults(run=run_confirm)
+
+    p = sub.add_parser("report", help="regenerate a confirmation report from MLflow alone")
+    p.add_argument("run_id", help="the confirmation's MLflow parent run id")
+    p.add_argument("--out", default=None, help="report directory (default: under the run dir)")
+    p.add_argument("--run-dir", default=None)
+    p.set_defaults(run=run_report)
+
+
+def run_confirm(args) -> int:
+    import time
+
+    import ray
+
+    from dagstudy.confirmation.loader import ConfirmInputError, load_spec, parse_ideas
+    from dagstudy.confirmation.plan import local_runner
+    from dagstudy.confirmation.run import run_confirmation
+    from dagstudy.study.cluster import connect_ray, ray_runner
+    from dagstudy.study.storage import run_dir_for, storage_for
+    from dagstudy.tracking.tracker import Tracker
+    from dagstudy.trainer import resolve_device
+
+    try:
+        if args.seeds is not None and args.seeds < 2:
+            raise ConfirmInputError("--seeds: must be >= 2 (10 or more for a verdict)")
+        spec = load_spec(args.file, args.seeds)
+        ideas = parse_ideas(args.ideas, spec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(f"--{e}") from None
+    storage = storage_for(None, args.run_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = (Path(args.out) if args.out
+           else run_dir_for(args.run_dir) / "confirm" / f"{spec.name}-{stamp}")
+    tracker = Tracker(storage.mlflow, f"confirm-{spec.name}", artifact_location=storage.artifacts,
+                      settings=spec.model_dump())
+    started = False
+    if args.local:
+        runner = local_runner(args.device)
+    else:
+        started = connect_ray(args.address)
+        runner = ray_runner(device=args.device)
+    try:
+        run_confirmation(spec, ideas, runner, out, tracker)
+    finally:
+        if started:
+            ray.shutdown()
+    print(f"mlflow parent run: {tracker.parent_run_id}")
+    return 0
+
+
+def run_report(args) -> int:
+    from dagstudy.confirmation.run import regenerate
+    from dagstudy.study.storage import run_dir_for, storage_for
+
+    storage = storage_for(None, args.run_dir)
+    out = Path(args.out) if args.out else run_dir_for(args.run_dir) / "report" / args.run_id
+    try:
+        files = regenerate(storage.mlflow, args.run_id, out)
+    except Exception as e:  # MLflow's own errors for an unknown run id or missing artifact
+        raise UsageError(f"run_id: no confirmation report for {args.run_id!r} ({e})") from None
+    print("\n".join(str(f) for f in files))
+    return 0

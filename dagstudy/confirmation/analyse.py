@@ -1,0 +1,118 @@
+"""Per idea, the paired primary comparison and its secondary rows, from the arms' results.
+
+- plain ideas: the per-seed metric of treatment vs control;
+- ``depths`` (DAG-DEPTH): the per-seed *degradation* ``max_d m(d) - m(d_max)`` (how much the
+  deepest net lost against the best depth; lower is better), plus the first depth whose mean
+  falls more than ``margin`` below the best mean so far, per arm;
+- ``noninferiority`` (DAG-FANIN, OPT-STOP): the primary test runs on ``treatment - control +
+  margin`` (oriented), so *confirmed* means significantly better than ``control - margin`` and
+  *ruled out* significantly worse than it; no TOST rule-out. Effects are reported unshifted;
+- ``extra_controls`` and ``fanin_sweep`` arms: secondary rows (accuracy per MFLOP and hop
+  distance for fan-in arms); only the primary control enters the verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from dagstudy.confirmation.plan import Experiment
+from dagstudy.confirmation.spec import ConfirmSpec, IdeaSpec
+from dagstudy.confirmation.verdict import IdeaResult, Verdict, test_idea
+
+
+def seed_values(result: dict[str, Any], metric: str) -> np.ndarray:
+    """Per-seed value of ``metric`` in a ``TrialResult.to_dict()``; ``epochs`` = epochs each
+    seed trained (its stop epoch where a stopping rule ended it)."""
+    if metric == "epochs":
+        stops = result.get("stop_epoch")
+        return np.asarray(stops if stops else [result["epochs"]] * len(result["seeds"]), float)
+    if metric not in result:
+        raise KeyError(f"metric {metric!r} not in the trainer's results")
+    return np.asarray([np.nan if v is None else v for v in result[metric]["per_seed"]], float)
+
+
+def _degradation(results: dict[str, dict], arm: str, depths: list[int], metric: str, sign: int):
+    """Per seed: best value over depths minus the value at the deepest (>= 0; lower is better)."""
+    values = np.stack([seed_values(results[f"{arm}@depth={d}"], metric) for d in depths]) * sign
+    return values.max(axis=0) - values[-1]
+
+
+def first_degrading_depth(means: list[float], depths: list[int], margin: float) -> int | None:
+    """First depth whose mean falls more than ``margin`` below the best mean at smaller depths."""
+    best = means[0]
+    for d, m in zip(depths[1:], means[1:]):
+        if m < best - margin:
+            return d
+        best = max(best, m)
+    return None
+
+
+@dataclass
+class IdeaAnalysis:
+    idea: str
+    metric: str
+    raw: IdeaResult
+    control: np.ndarray
+    treatment: np.ndarray
+    secondary: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _paired(control, treatment, ispec: IdeaSpec, spec: ConfirmSpec, name: str) -> IdeaResult:
+    kwargs = dict(margin=ispec.margin, higher_is_better=ispec.higher_is_better, test=spec.test,
+                  name=name, ci_method=spec.ci_method, n_resamples=spec.n_resamples)
+    raw = test_idea(control, treatment, **kwargs)
+    if not ispec.noninferiority:
+        return raw
+    shift = ispec.margin if ispec.higher_is_better else -ispec.margin
+    shifted = test_idea(control, np.asarray(treatment) + shift, **kwargs)
+    return replace(raw, p=shifted.p, effect_sign=shifted.effect_sign, p_tost=1.0)
+
+
+def analyse(exp: Experiment, results: dict[str, dict], spec: ConfirmSpec) -> IdeaAnalysis:
+    """The idea's paired primary comparison plus its secondary rows, from per-arm results."""
+    ispec, metric = exp.spec, exp.spec.metric
+    secondary: list[dict[str, Any]] = []
+    if ispec.depths:
+        sign = 1 if ispec.higher_is_better else -1
+        control = _degradation(results, "control", ispec.depths, metric, sign)
+        treatment = _degradation(results, "treatment", ispec.depths, metric, sign)
+        primary = ispec.model_copy(update={"higher_is_better": False})
+        for arm in ("control", "treatment"):
+            means = [float(np.nanmean(seed_values(results[f"{arm}@depth={d}"], metric)))
+                     for d in ispec.depths]
+            secondary.append({"arm": arm, "depths": ispec.depths, "means": means,
+                              "first_degrading_depth": first_degrading_depth(
+                                  [m * sign for m in means], ispec.depths, ispec.margin)})
+        raw = _paired(control, treatment, primary, spec, exp.idea)
+        return IdeaAnalysis(exp.idea, f"{metric} degradation", raw, control, treatment, secondary)
+
+    control = seed_values(results["control"], metric)
+    treatment = seed_values(results["treatment"], metric)
+    raw = _paired(control, treatment, ispec, spec, exp.idea)
+    for arm, cfg in exp.arms.items():
+        if arm in ("control", "treatment"):
+            continue
+        values = seed_values(results[arm], metric)
+        row = {"arm": arm, "mean": float(np.nanmean(values)),
+               "flops": results[arm]["flops_per_example"], "params": results[arm]["params"]}
+        if arm in ispec.extra_controls:
+            r = test_idea(values, treatment, margin=ispec.margin,
+                                higher_is_better=ispec.higher_is_better, test=spec.test,
+                                n_resamples=spec.n_resamples)
+            row.update(vs="treatment", diff=r.diff, ci=[r.ci_low, r.ci_high], p=r.p)
+        if cfg.topology == "fanin":
+            row.update(mean_hops=float(np.mean(results[arm]["mean_hops"])),
+                       per_mflop=row["mean"] / (row["flops"] / 1e6))
+        secondary.append(row)
+    return IdeaAnalysis(exp.idea, metric, raw, control, treatment, secondary)
+
+
+@dataclass
+class Outcome:
+    verdicts: list[Verdict]
+    analyses: list[IdeaAnalysis]
+    results: dict[str, dict[str, dict]]  # idea -> arm -> TrialResult dict (all seeds so far)
+    looks: int

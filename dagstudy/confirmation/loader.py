@@ -1,0 +1,56 @@
+"""Confirmation files: read YAML, validate into a ``ConfirmSpec``, build every arm.
+
+``load_spec(path)`` raises ``ConfirmInputError`` (one line naming the field) before any work;
+every arm's ``TrainConfig`` is built then (``plan``), so a bad value never reaches training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from dagstudy.config import format_errors
+from dagstudy.confirmation.plan import plan
+from dagstudy.confirmation.spec import ConfirmSpec
+from dagstudy.ideas import IDEAS
+
+
+class ConfirmInputError(ValueError):
+    """A bad confirmation file or flag: one line naming the field."""
+
+
+def load_spec(path: str | Path, seeds: int | None = None) -> ConfirmSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfirmInputError(f"{path}: no such confirmation file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfirmInputError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfirmInputError(f"{path}: must be a mapping of fields")
+    if seeds is not None:
+        raw["seeds"] = seeds
+    try:
+        spec = ConfirmSpec(**raw)
+    except ValidationError as e:
+        raise ConfirmInputError(f"{path}: {format_errors(e)}") from None
+    try:
+        plan(spec)
+    except ValueError as e:
+        raise ConfirmInputError(f"{path}: {e}") from None
+    return spec
+
+
+def parse_ideas(text: str | None, spec: ConfirmSpec) -> list[str] | None:
+    if text is None:
+        return None
+    ideas = [i.strip() for i in text.split(",") if i.strip()]
+    bad = [i for i in ideas if i not in spec.ideas]
+    if bad or not ideas:
+        raise ConfirmInputError(
+            f"--ideas: {bad or text!r} not in the file (allowed: {', '.join(spec.ideas)}; "
+            f"all IDs: {', '.join(IDEAS)})")
+    return ideas

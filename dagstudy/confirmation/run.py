@@ -1,0 +1,200 @@
+"""Run a confirmation: train every arm of every idea, decide, and record it.
+
+Both arms of an idea train on the same seeds, and seed ``s`` fixes the split, the data order
+and (where the architectures match) the initial weights, so each seed gives one *pair*.
+``confirm`` runs the arms through a ``Runner`` (``plan``), analyses each idea (``analyse``) and
+applies the verdict rule with Holm across all ideas of the run (``verdict.decide``); in
+sequential mode it adds seeds in looks to ideas still inconclusive, each look at its
+alpha-spending level. ``run_confirmation`` adds the progress lines, the report and the MLflow
+records; ``regenerate`` rewrites a report from MLflow alone. This module imports neither Ray
+nor MLflow directly (tracking goes through ``dagstudy.tracking``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dagstudy import stats
+from dagstudy.confirmation.analyse import IdeaAnalysis, Outcome, analyse
+from dagstudy.confirmation.plan import ArmJob, Experiment, Runner, plan
+from dagstudy.confirmation.report import TABLE_HEAD, table_line, verdict_rows, write_report
+from dagstudy.confirmation.spec import ConfirmSpec
+from dagstudy.confirmation.verdict import Verdict, decide
+from dagstudy.tracking.confirmation import download_confirmation, log_arm, log_report
+from dagstudy.tracking.tracker import Tracker
+
+
+def _merge(old: dict | None, new: dict) -> dict:
+    """Concatenate per-seed results of a later look onto an earlier one."""
+    if old is None:
+        return new
+    merged = dict(new)
+    merged["seeds"] = old["seeds"] + new["seeds"]
+    for key, value in new.items():
+        if isinstance(value, dict) and "per_seed" in value:
+            per_seed = old[key]["per_seed"] + value["per_seed"]
+            finite = [v for v in per_seed if v is not None and math.isfinite(v)]
+            merged[key] = {"per_seed": per_seed, "mean": float(np.mean(finite)) if finite else None,
+                           "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None}
+    merged["curves"] = {k: [a + b for a, b in zip(old["curves"][k], v)]
+                        for k, v in new["curves"].items() if k in old["curves"]
+                        and len(old["curves"][k]) == len(v)}
+    for key in ("status", "reasons", "best_val_epoch", "stop_epoch"):
+        if key in new and key in old:
+            merged[key] = old[key] + new[key]
+    return merged
+
+
+def _look_alphas(spec: ConfirmSpec) -> list[float]:
+    seq = spec.sequential
+    if not seq.enabled:
+        return [spec.alpha]
+    if seq.spending == "bonferroni":
+        return list(stats.bonferroni_looks(spec.alpha, seq.looks))
+    return list(stats.obrien_fleming_alphas(spec.alpha, seq.looks))
+
+
+def confirm(
+    spec: ConfirmSpec,
+    runner: Runner,
+    *,
+    ideas: list[str] | None = None,
+    on_result: Callable[[ArmJob, dict], None] | None = None,
+    on_look: Callable[[int, list[Verdict]], None] | None = None,
+) -> Outcome:
+    """Run every arm of every (selected) idea, then decide; in sequential mode, add seeds in
+    looks for ideas still inconclusive, each look at its alpha-spending level."""
+    experiments = [e for e in plan(spec) if ideas is None or e.idea in ideas]
+    if not experiments:
+        raise ValueError(f"--ideas: none of {ideas} is in the file (has: {', '.join(spec.ideas)})")
+    results: dict[str, dict[str, dict]] = {e.idea: {} for e in experiments}
+    alphas = _look_alphas(spec)
+    open_ideas = {e.idea for e in experiments}
+    seeds = list(range(spec.first_seed, spec.first_seed + spec.seeds))
+    decided: dict[str, Verdict] = {}
+    analyses: dict[str, IdeaAnalysis] = {}
+    look = 0
+    for look, alpha in enumerate(alphas, start=1):
+        jobs = [ArmJob(e.idea, arm, cfg, tuple(seeds)) for e in experiments
+                if e.idea in open_ideas for arm, cfg in e.arms.items()]
+        for job, result in _run_deduplicated(runner, jobs):
+            results[job.idea][job.arm] = _merge(results[job.idea].get(job.arm), result)
+            if on_result:
+                on_result(job, result)
+        current = [e for e in experiments if e.idea in open_ideas]
+        for e in current:
+            analyses[e.idea] = analyse(e, results[e.idea], spec)
+        # Holm across every idea of the run; ideas decided at earlier looks keep their verdicts.
+        raws = [analyses[e.idea].raw for e in experiments]
+        verdicts = decide(raws, alpha)
+        for e, v in zip(experiments, verdicts):
+            if e.idea in open_ideas:
+                decided[e.idea] = v
+        if on_look:
+            on_look(look, [decided[e.idea] for e in experiments])
+        open_ideas = {i for i in open_ideas if decided[i].verdict == "inconclusive"}
+        if not open_ideas:
+            break
+        seeds = list(range(seeds[-1] + 1, seeds[-1] + 1 + spec.sequential.add_seeds))
+    return Outcome([decided[e.idea] for e in experiments],
+                   [analyses[e.idea] for e in experiments], results, look)
+
+
+def reanalyse(spec: ConfirmSpec, results: dict[str, dict[str, dict]],
+              verdicts: list[dict[str, Any]], looks: int) -> Outcome:
+    """An ``Outcome`` rebuilt from stored per-arm results and verdicts (``dagstudy report``):
+    the analyses are recomputed (deterministic: seeded bootstrap), the verdicts are the ones
+    issued at the time, so a sequential run keeps each idea's verdict from its deciding look."""
+    experiments = [e for e in plan(spec) if e.idea in results]
+    analyses = [analyse(e, results[e.idea], spec) for e in experiments]
+    return Outcome([Verdict.from_dict(v) for v in verdicts], analyses, results, looks)
+
+
+def _run_deduplicated(runner: Runner, jobs: list[ArmJob]):
+    """Run each distinct (config, seeds) once and hand its result to every job that asked."""
+    unique: dict[str, ArmJob] = {}
+    for job in jobs:
+        unique.setdefault(job.key, job)
+    by_key: dict[str, list[ArmJob]] = {}
+    for job in jobs:
+        by_key.setdefault(job.key, []).append(job)
+    for job, result in runner(list(unique.values())):
+        for twin in by_key[job.key]:
+            yield twin, result
+
+
+class Progress:
+    """Arms done / total with ETA on stderr; each idea's row on stdout as soon as its arms are
+    in (unadjusted p: Holm needs every idea), then the final table."""
+
+    def __init__(self, experiments: list[Experiment], spec: ConfirmSpec):
+        self.experiments = {e.idea: e for e in experiments}
+        self.spec = spec
+        self.results: dict[str, dict[str, dict]] = {e.idea: {} for e in experiments}
+        self.total = len({ArmJob(e.idea, a, c, ()).key for e in experiments
+                          for a, c in e.arms.items()})
+        self.done, self.start, self.seen = 0, time.monotonic(), set()
+
+    def arm(self, job: ArmJob, result: dict) -> None:
+        if job.key not in self.seen:
+            self.seen.add(job.key)
+            self.done += 1
+            elapsed = time.monotonic() - self.start
+            eta = elapsed / self.done * max(self.total - self.done, 0)
+            acc = result["test_accuracy"]["mean"]
+            print(f"[{self.done}/{self.total} arms, {elapsed:.0f}s, eta {eta:.0f}s] {job.idea} "
+                  f"{job.arm}: test_accuracy {'-' if acc is None else f'{acc:.4f}'}",
+                  file=sys.stderr, flush=True)
+        exp = self.experiments[job.idea]
+        arms = self.results[job.idea]
+        arms[job.arm] = result
+        if len(arms) == len(exp.arms):
+            a = analyse(exp, arms, self.spec)
+            r = a.raw
+            print(f"{job.idea}: {a.metric} control {r.control_mean:.4f} treatment "
+                  f"{r.treatment_mean:.4f} diff {r.diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
+                  f" d_z {r.d_z:.2f} p {r.p:.3g} (unadjusted; verdicts after all ideas)",
+                  flush=True)
+
+
+def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Path,
+                     tracker: Tracker | None = None) -> Outcome:
+    """Run, print the verdict table, write the report to ``out`` and, with a ``tracker``, one
+    MLflow run per arm (tags: idea, arm, seeds) under a parent run holding the report."""
+    experiments = [e for e in plan(spec) if ideas is None or e.idea in ideas]
+    progress = Progress(experiments, spec)
+
+    def on_result(job: ArmJob, result: dict) -> None:
+        progress.arm(job, result)
+        if tracker is not None:
+            log_arm(tracker, job.idea, job.arm, result)
+
+    outcome = confirm(spec, runner, ideas=ideas, on_result=on_result)
+    print(f"\n{TABLE_HEAD}")
+    for row in verdict_rows(outcome):
+        print(table_line(row))
+    write_report(spec, outcome, out)
+    (out / "confirmation.json").write_text(json.dumps({
+        "spec": spec.model_dump(), "results": outcome.results, "looks": outcome.looks,
+        "verdicts": [v.to_dict() for v in outcome.verdicts]}))
+    if tracker is not None:
+        log_report(tracker, out)
+    print(f"\nreport: {out / 'report.md'}  ({out / 'report.html'})")
+    return outcome
+
+
+def regenerate(tracking_uri: str, run_id: str, out: Path) -> list[Path]:
+    """Rewrite a confirmation's report from its MLflow parent run alone."""
+    out.mkdir(parents=True, exist_ok=True)
+    saved = json.loads(download_confirmation(tracking_uri, run_id, out).read_text())
+    spec = ConfirmSpec(**saved["spec"])
+    outcome = reanalyse(spec, saved["results"], saved["verdicts"], saved["looks"])
+    return write_report(spec, outcome, out)

@@ -1,0 +1,45 @@
+"""Pure paired statistics: no training, no I/O, randomness only from explicit seeds.
+
+- ``paired``: descriptive (:func:`paired_diffs`, :func:`paired_summary`, :func:`bootstrap_ci`,
+  :func:`cohens_dz`, :func:`cohens_dz_ci`), tests of "no difference" (:func:`permutation_p`,
+  :func:`wilcoxon_p`, :func:`paired_t_p`, dispatched by :func:`paired_p`), equivalence
+  (:func:`tost`);
+- ``sequential``: multiplicity (:func:`holm`) and sequential looks
+  (:func:`obrien_fleming_alphas`, :func:`bonferroni_looks`);
+- ``power``: planning (:func:`power_paired_t`, :func:`seeds_needed`, :func:`power_tost`,
+  :func:`seeds_for_margin`).
+
+The verdict rule built on them lives in ``dagstudy.confirmation.verdict``.
+"""
+
+from dagstudy.stats.paired import (
+    ALTERNATIVES,
+    EXACT_MAX_N,
+    MAX_SEEDS,
+    TESTS,
+    Alternative,
+    TestName,
+    TostResult,
+    bootstrap_ci,
+    check_alpha,
+    cohens_dz,
+    cohens_dz_ci,
+    effect_sign,
+    paired_diffs,
+    paired_p,
+    paired_summary,
+    paired_t_p,
+    permutation_p,
+    tost,
+    wilcoxon_p,
+)
+from dagstudy.stats.power import power_paired_t, power_tost, seeds_for_margin, seeds_needed
+from dagstudy.stats.sequential import bonferroni_looks, holm, obrien_fleming_alphas
+
+__all__ = [
+    "ALTERNATIVES", "EXACT_MAX_N", "MAX_SEEDS", "TESTS", "Alternative", "TestName", "TostResult",
+    "bonferroni_looks", "bootstrap_ci", "cohens_dz", "cohens_dz_ci", "holm",
+    "obrien_fleming_alphas", "paired_diffs", "paired_p", "paired_summary", "paired_t_p",
+    "permutation_p", "power_paired_t", "power_tost", "seeds_for_margin", "seeds_needed", "tost",
+    "wilcoxon_p", "check_alpha", "effect_sign",
+]

@@ -1,0 +1,57 @@
+"""Live progress of a running study: counts, running trials, best so far, ETA."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Status:
+    """Progress of a running study, as the driver sees it."""
+
+    study: str
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    target: int | None
+    best: float | None
+    best_number: int | None
+    elapsed: float
+    eta: float | None
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def format_status(s: Status) -> str:
+    done = s.complete + s.pruned + s.failed
+    best = "-" if s.best is None else f"{s.best:.4g} (#{s.best_number})"
+    return (f"[{s.study}] {done}/{s.target or '?'} done: {s.complete} complete, {s.pruned} "
+            f"pruned, {s.failed} failed; {s.running} running; best {best}; "
+            f"elapsed {_clock(s.elapsed)}, ETA {_clock(s.eta)}")
+
+
+def progress_printer(stream=sys.stderr) -> Callable[[Status], None]:
+    """Live progress on ``stream``: one line rewritten in place on a terminal, else a new
+    line whenever the counts change."""
+    last: list[str] = [""]
+    tty = stream.isatty()
+
+    def show(status: Status) -> None:
+        line = format_status(status)
+        key = line.split("; elapsed")[0]
+        if tty:
+            stream.write("\r\033[K" + line)
+        elif key != last[0]:
+            stream.write(line + "\n")
+        last[0] = key
+        stream.flush()
+
+    return show
