@@ -52,7 +52,7 @@ IDEAS: dict[str, Idea] = {idea.id: idea for idea in (
          "a layered MLP", "model/topology.py", _is("topology", "dag")),
     Idea("DAG-DEPTH", "with the DAG, accuracy keeps improving or stays flat as depth grows "
          "where the layered MLP degrades", "confirmation/analyse.py",
-         lambda c: _field(c, "topology") in ("dag", "fanin") and (_field(c, "depth") or 0) > 1),
+         lambda c: False),  # a claim about a depth sweep (``depths``): no one config tests it
     Idea("DAG-FANIN", "a random N prior connections per node bounds compute and keeps most of "
          "the accuracy", "model/topology.py", _is("topology", "fanin")),
     Idea("OPT-FULLBATCH", "one ISTA step 1/L per pass on the full-batch gradient converges in "

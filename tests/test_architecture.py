@@ -89,7 +89,7 @@ def test_the_registry_matches_ideas_md():
 @pytest.mark.parametrize(("config", "expected"), [
     ({"topology": "layered", "optimizer": "sgd", "revival": "none"}, []),
     ({"topology": "fanin", "depth": 4, "optimizer": "adam", "revival": "none"},
-     ["DAG-DEPTH", "DAG-FANIN"]),
+     ["DAG-FANIN"]),
     ({"topology": "layered", "optimizer": "fista", "optimizer_params": {"depth_scale": True},
       "revival": "split", "jitter_spread": 0.1, "grad_floor": 0.01, "stop_on_ratio": True},
      ["OPT-FULLBATCH", "OPT-LAYERSCALE", "OPT-FISTA", "OPT-STOP", "OPT-JITTER", "REV-SPLIT",

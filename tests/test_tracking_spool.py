@@ -256,4 +256,4 @@ def test_trial_run_is_tagged_with_every_idea_its_configuration_uses(tmp_path):
     assert tags["dagstudy.ideas"].split(",") == ["OPT-JITTER", "GRAD-FLOOR"]
     plain = TrainConfig(topology="dag").model_dump(mode="json")
     tags = MlflowClient(uri).get_run(tracker.start_trial(1, plain, {})).data.tags
-    assert tags["dagstudy.ideas"].split(",") == ["DAG-DENSE", "DAG-DEPTH"]
+    assert tags["dagstudy.ideas"].split(",") == ["DAG-DENSE"]
