@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,14 @@ def test_two_setting_confirmation_on_the_real_trainer(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "| dataset=sklearn:wine |" in text and "**pooled**" in text
     assert "settings" in row["reason"]
+
+
+@pytest.mark.slow
+def test_settings_study_file_plans_every_idea_in_three_settings():
+    spec = load_spec(Path(__file__).resolve().parents[1] / "studies" / "settings.yaml")
+    experiments = plan(spec)
+    assert {"DAG-DENSE", "DAG-DEPTH", "DAG-FANIN"} <= {e.idea for e in experiments}
+    assert len(experiments) >= 6
+    for e in experiments:
+        assert list(e.settings) == ["dataset=digits", "dataset=mnist,epochs=10,batch_size=128",
+                                    "dataset=sklearn:wine,batch_size=16"]
