@@ -20,7 +20,8 @@ from pydantic import (
     model_validator,
 )
 
-from dagstudy.data.sources import DATASETS, SyntheticSpec
+from dagstudy.data.raw import DataError
+from dagstudy.data.sources import SyntheticSpec, parse_dataset
 from dagstudy.model.topology import FANIN_WIRINGS, READOUTS, TOPOLOGIES
 from dagstudy.optim import VARIANTS
 from dagstudy.revival import POLICIES
@@ -35,7 +36,6 @@ def _choice(value: str, allowed) -> str:
 
 
 CHOICES = {
-    "dataset": DATASETS,
     "topology": TOPOLOGIES,
     "fanin_wiring": FANIN_WIRINGS,
     "readout": READOUTS,
@@ -55,10 +55,14 @@ class TrainConfig(StrictModel):
     """One trainer configuration. Units: ``lr`` per optimizer step; ``epochs`` = passes."""
 
     # --- data -----------------------------------------------------------------------------------
-    dataset: str = Field("digits", description="dataset name (see dagstudy.data)")
+    dataset: str = Field("digits", description="dataset: digits, mnist, fashion-mnist, "
+                         "synthetic, sklearn:NAME, openml:NAME_OR_ID, a .npz/.csv/.parquet file "
+                         "or a directory of IDX files (see dagstudy.data.sources)")
     data_dir: str | None = Field(
-        None, description="directory of the dataset's files (mnist: the IDX files; default: "
-        "$DAGSTUDY_HOME/data/mnist or ~/.cache/dagstudy/mnist)")
+        None, description="directory of the dataset's files (mnist, fashion-mnist: the IDX "
+        "files, default $DAGSTUDY_HOME/data/NAME or ~/.cache/dagstudy/NAME; openml: the cache)")
+    label_column: str | None = Field(
+        None, description="a .csv/.parquet dataset's label column (default: the last column)")
     synthetic: SyntheticSpec = Field(
         SyntheticSpec(), description="the synthetic dataset's parameters (JSON object: n_samples, "
         "d, order, n_classes, noise, seed)")
@@ -130,6 +134,15 @@ class TrainConfig(StrictModel):
     @classmethod
     def _check_choice(cls, value: str, info: ValidationInfo) -> str:
         return _choice(value, CHOICES[info.field_name])
+
+    @field_validator("dataset")
+    @classmethod
+    def _check_dataset(cls, value: str) -> str:
+        try:
+            parse_dataset(value)
+        except DataError as e:
+            raise ValueError(str(e).removeprefix("dataset=")) from None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

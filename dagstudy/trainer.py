@@ -65,7 +65,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def load_data(config: TrainConfig, seeds: list[int], device: torch.device) -> SplitData:
     """The config's dataset, split per seed and moved to ``device`` once."""
-    raw = load_raw(config.dataset, config.data_dir, synthetic=config.synthetic)
+    raw = load_raw(config.dataset, config.data_dir, synthetic=config.synthetic,
+                   label_column=config.label_column)
     return make_splits(
         raw, seeds, device, val_fraction=config.val_fraction,
         test_fraction=config.test_fraction, split=config.split,

@@ -8,7 +8,9 @@
   margin`` (oriented), so *confirmed* means significantly better than ``control - margin`` and
   *ruled out* significantly worse than it; no TOST rule-out. Effects are reported unshifted;
 - ``extra_controls`` and ``fanin_sweep`` arms: secondary rows (accuracy per MFLOP and hop
-  distance for fan-in arms); only the primary control enters the verdict.
+  distance for fan-in arms); only the primary control enters the verdict;
+- ideas run in several ``settings``: each setting is analysed as above, then pooled
+  (``pooling.pool``: stratified permutation test, random-effects estimate, agreement).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from dagstudy.confirmation.plan import Experiment
+from dagstudy.config import TrainConfig
+from dagstudy.confirmation.plan import Experiment, qualify
+from dagstudy.confirmation.pooling import pool, resolve_scale
 from dagstudy.confirmation.spec import ConfirmSpec, IdeaSpec
 from dagstudy.confirmation.verdict import IdeaResult, Verdict, test_idea
 
@@ -52,12 +56,18 @@ def first_degrading_depth(means: list[float], depths: list[int], margin: float) 
 
 @dataclass
 class IdeaAnalysis:
+    """One idea's primary comparison (``raw``: pooled over settings where there are several),
+    its per-seed arrays (concatenated over settings), secondary rows, and for a pooled idea one
+    row per setting (``settings``) and the meta-analysis (``pooled``, see ``pooling.pool``)."""
+
     idea: str
     metric: str
     raw: IdeaResult
     control: np.ndarray
     treatment: np.ndarray
     secondary: list[dict[str, Any]] = field(default_factory=list)
+    settings: list[dict[str, Any]] = field(default_factory=list)
+    pooled: dict[str, Any] | None = None
 
 
 def _paired(control, treatment, ispec: IdeaSpec, spec: ConfirmSpec, name: str) -> IdeaResult:
@@ -72,8 +82,32 @@ def _paired(control, treatment, ispec: IdeaSpec, spec: ConfirmSpec, name: str) -
 
 
 def analyse(exp: Experiment, results: dict[str, dict], spec: ConfirmSpec) -> IdeaAnalysis:
-    """The idea's paired primary comparison plus its secondary rows, from per-arm results."""
-    ispec, metric = exp.spec, exp.spec.metric
+    """The idea's paired primary comparison plus its secondary rows, from per-arm results
+    (keyed by qualified arm name); pooled over settings where the idea has several."""
+    if not exp.pooled:
+        return analyse_setting(exp.idea, exp.spec, exp.settings[""], results, spec)
+    per_setting = {
+        label: analyse_setting(exp.idea, exp.spec, arms,
+                               {arm: results[qualify(label, arm)] for arm in arms}, spec)
+        for label, arms in exp.settings.items()}
+    requested = (exp.spec.settings or spec.settings).scale  # pooled: one of them is set
+    datasets = {cfg.dataset for arms in exp.settings.values() for cfg in arms.values()}
+    raw, rows, pooled = pool(
+        exp.spec, {label: (a.raw, a.treatment - a.control) for label, a in per_setting.items()},
+        spec, name=exp.idea, scale=resolve_scale(requested, exp.spec.metric, datasets))
+    first = next(iter(per_setting.values()))
+    return IdeaAnalysis(
+        exp.idea, first.metric, raw,
+        np.concatenate([a.control for a in per_setting.values()]),
+        np.concatenate([a.treatment for a in per_setting.values()]),
+        [{"setting": label, **row} for label, a in per_setting.items() for row in a.secondary],
+        rows, pooled)
+
+
+def analyse_setting(idea: str, ispec: IdeaSpec, arms: dict[str, TrainConfig],
+                    results: dict[str, dict], spec: ConfirmSpec) -> IdeaAnalysis:
+    """One setting's paired comparison and secondary rows; ``results`` keyed by arm name."""
+    metric = ispec.metric
     secondary: list[dict[str, Any]] = []
     if ispec.depths:
         sign = 1 if ispec.higher_is_better else -1
@@ -86,13 +120,13 @@ def analyse(exp: Experiment, results: dict[str, dict], spec: ConfirmSpec) -> Ide
             secondary.append({"arm": arm, "depths": ispec.depths, "means": means,
                               "first_degrading_depth": first_degrading_depth(
                                   [m * sign for m in means], ispec.depths, ispec.margin)})
-        raw = _paired(control, treatment, primary, spec, exp.idea)
-        return IdeaAnalysis(exp.idea, f"{metric} degradation", raw, control, treatment, secondary)
+        raw = _paired(control, treatment, primary, spec, idea)
+        return IdeaAnalysis(idea, f"{metric} degradation", raw, control, treatment, secondary)
 
     control = seed_values(results["control"], metric)
     treatment = seed_values(results["treatment"], metric)
-    raw = _paired(control, treatment, ispec, spec, exp.idea)
-    for arm, cfg in exp.arms.items():
+    raw = _paired(control, treatment, ispec, spec, idea)
+    for arm, cfg in arms.items():
         if arm in ("control", "treatment"):
             continue
         values = seed_values(results[arm], metric)
@@ -107,7 +141,7 @@ def analyse(exp: Experiment, results: dict[str, dict], spec: ConfirmSpec) -> Ide
             row.update(mean_hops=float(np.mean(results[arm]["mean_hops"])),
                        per_mflop=row["mean"] / (row["flops"] / 1e6))
         secondary.append(row)
-    return IdeaAnalysis(exp.idea, metric, raw, control, treatment, secondary)
+    return IdeaAnalysis(idea, metric, raw, control, treatment, secondary)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Confirmation files: read YAML, validate into a ``ConfirmSpec``, build every arm.
 
 ``load_spec(path)`` raises ``ConfirmInputError`` (one line naming the field) before any work;
-every arm's ``TrainConfig`` is built then (``plan``), so a bad value never reaches training.
+every arm's ``TrainConfig`` is built then (``plan``) and every dataset loaded once
+(``check_data``), so a bad value or bad data never reaches training.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from dagstudy.config import format_errors
-from dagstudy.confirmation.plan import plan
+from dagstudy.confirmation.plan import check_data, plan
 from dagstudy.confirmation.spec import ConfirmSpec
 from dagstudy.ideas import IDEAS
 
@@ -38,7 +39,7 @@ def load_spec(path: str | Path, seeds: int | None = None) -> ConfirmSpec:
     except ValidationError as e:
         raise ConfirmInputError(f"{path}: {format_errors(e)}") from None
     try:
-        plan(spec)
+        check_data(plan(spec), spec.first_seed)
     except ValueError as e:
         raise ConfirmInputError(f"{path}: {e}") from None
     return spec

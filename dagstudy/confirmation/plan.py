@@ -1,11 +1,14 @@
 """Every idea's arms as validated ``TrainConfig``s, and the jobs that train them.
 
-``plan(spec) -> [Experiment]``: per idea, the control, the treatment and any extra arms, with
+``plan(spec) -> [Experiment]``: per idea and per setting (``settings``: one unnamed setting, the
+base, when the idea gives none), the control, the treatment and any extra arms, with
 the special designs applied (``match_params``: the control's width matched to the treatment's
 parameter count within 5%; ``depths``: every arm at every depth; ``fanin_sweep``: a treatment
 and a nearest-wiring arm per N). An ``ArmJob`` is one arm on a set of seeds (one population
 training run); a ``Runner`` trains jobs and yields ``(job, TrialResult dict)`` as each finishes
-(``local_runner`` here, ``dagstudy.study.cluster.ray_runner`` on Ray).
+(``local_runner`` here, ``dagstudy.study.cluster.ray_runner`` on Ray). An arm of a named
+setting is called ``"SETTING | ARM"`` (``qualify``). ``check_data`` loads every distinct dataset
+once, so bad data is an error naming the idea and setting before any training.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pydantic import ValidationError
 
 from dagstudy.config import TrainConfig, format_errors
 from dagstudy.confirmation.spec import ConfirmSpec, IdeaSpec
+from dagstudy.data.raw import DataError
 from dagstudy.trainer import build_model, load_data, train
 
 PARAM_TOLERANCE = 0.05
@@ -43,11 +47,32 @@ class ArmJob:
 Runner = Callable[[list[ArmJob]], Iterable[tuple[ArmJob, dict[str, Any]]]]
 
 
+SETTING_SEPARATOR = " | "
+
+
+def qualify(setting: str, arm: str) -> str:
+    """The arm's name in results and MLflow: ``arm`` alone for the unnamed setting."""
+    return f"{setting}{SETTING_SEPARATOR}{arm}" if setting else arm
+
+
 @dataclass
 class Experiment:
+    """One idea's arms per setting: ``settings[label][arm]``; the label ``""`` is the base."""
+
     idea: str
     spec: IdeaSpec
-    arms: dict[str, TrainConfig]
+    settings: dict[str, dict[str, TrainConfig]]
+
+    @property
+    def arms(self) -> dict[str, TrainConfig]:
+        """Every arm of every setting, by qualified name."""
+        return {qualify(label, arm): cfg for label, arms in self.settings.items()
+                for arm, cfg in arms.items()}
+
+    @property
+    def pooled(self) -> bool:
+        """Whether the idea runs in several named settings (then its verdict is pooled)."""
+        return list(self.settings) != [""]
 
 
 def _config(base: dict, overrides: dict, where: str) -> TrainConfig:
@@ -81,30 +106,63 @@ def _data_shape(config: TrainConfig) -> tuple[int, int]:
 
 
 def plan(spec: ConfirmSpec) -> list[Experiment]:
-    """Every idea's arms as validated ``TrainConfig``s; errors name ``ideas.ID.arm.field``."""
+    """Every idea's arms per setting as validated ``TrainConfig``s; errors name
+    ``ideas.ID[SETTING].arm.field``."""
     experiments = []
     for idea, ispec in spec.ideas.items():
-        base = {**spec.base, **ispec.base}
-        where = f"ideas.{idea}"
-        control = _config(base, ispec.control, f"{where}.control")
-        treatment = _config(base, ispec.treatment, f"{where}.treatment")
-        arms = {"control": control, "treatment": treatment}
-        for name, overrides in ispec.extra_controls.items():
-            arms[name] = _config(base, overrides, f"{where}.extra_controls.{name}")
-        if ispec.match_params:
-            d_in, n_classes = _data_shape(treatment)
-            target = param_count(treatment, d_in, n_classes)
-            for name in [n for n in arms if n != "treatment"]:
-                arms[name] = matched_width(arms[name], target, d_in, n_classes)
-        if ispec.depths:
-            arms = {f"{name}@depth={d}": cfg.model_copy(update={"depth": d})
-                    for name, cfg in arms.items() for d in ispec.depths}
-        for n in ispec.fanin_sweep or []:
-            for name, wiring in (("treatment", "random"), ("nearest", "nearest")):
-                arms[f"{name}@fanin={n}"] = _config(
-                    base, {**ispec.treatment, "fanin": n, "fanin_wiring": wiring}, where)
-        experiments.append(Experiment(idea, ispec, arms))
+        settings_spec = ispec.settings or spec.settings
+        named = settings_spec.expand() if settings_spec else [("", {})]
+        settings = {}
+        for label, overrides in named:
+            base = {**spec.base, **ispec.base, **overrides}
+            where = f"ideas.{idea}[{label}]" if label else f"ideas.{idea}"
+            settings[label] = _arms(ispec, base, where)
+        experiments.append(Experiment(idea, ispec, settings))
     return experiments
+
+
+def _arms(ispec: IdeaSpec, base: dict[str, Any], where: str) -> dict[str, TrainConfig]:
+    """One setting's arms: control, treatment, extra controls and the special designs."""
+    control = _config(base, ispec.control, f"{where}.control")
+    treatment = _config(base, ispec.treatment, f"{where}.treatment")
+    arms = {"control": control, "treatment": treatment}
+    for name, overrides in ispec.extra_controls.items():
+        arms[name] = _config(base, overrides, f"{where}.extra_controls.{name}")
+    if ispec.match_params:
+        d_in, n_classes = _data_shape(treatment)
+        target = param_count(treatment, d_in, n_classes)
+        for name in [n for n in arms if n != "treatment"]:
+            arms[name] = matched_width(arms[name], target, d_in, n_classes)
+    if ispec.depths:
+        arms = {f"{name}@depth={d}": cfg.model_copy(update={"depth": d})
+                for name, cfg in arms.items() for d in ispec.depths}
+    for n in ispec.fanin_sweep or []:
+        for name, wiring in (("treatment", "random"), ("nearest", "nearest")):
+            arms[f"{name}@fanin={n}"] = _config(
+                base, {**ispec.treatment, "fanin": n, "fanin_wiring": wiring}, where)
+    return arms
+
+
+_DATA_FIELDS = ("dataset", "data_dir", "label_column", "synthetic", "split", "val_fraction",
+                "test_fraction")
+
+
+def check_data(experiments: list[Experiment], seed: int = 0) -> None:
+    """Load and split every distinct dataset of ``experiments`` once (on the CPU, one seed);
+    a ``DataError`` becomes a ``ValueError`` naming the idea and setting."""
+    seen: set[str] = set()
+    for exp in experiments:
+        for label, arms in exp.settings.items():
+            for cfg in arms.values():
+                key = json.dumps({f: cfg.model_dump()[f] for f in _DATA_FIELDS}, sort_keys=True)
+                if key in seen:
+                    continue
+                seen.add(key)
+                try:
+                    load_data(cfg, [seed], torch.device("cpu"))
+                except DataError as e:
+                    where = f"ideas.{exp.idea}[{label}]" if label else f"ideas.{exp.idea}"
+                    raise ValueError(f"{where}.dataset: {e}") from None
 
 
 def local_runner(device: str = "auto") -> Runner:

@@ -4,8 +4,11 @@ self-contained file, figures inlined) and PNG figures:
 - ``forest.png``: every idea's mean paired difference with its 95% CI and the +-margin band,
   oriented so that right = treatment better;
 - ``pairs-<IDEA>.png``: each seed's paired difference, with the mean and CI;
+- ``forest-<IDEA>.png`` (ideas run in several settings): one line per setting and the pooled
+  random-effects estimate as a diamond, oriented like ``forest.png``;
 - ``diag-<IDEA>.png``: the idea's diagnostic curves (``IdeaSpec.diagnostics``), mean over
-  seeds, control vs treatment (per-block curves are drawn at the last epoch, by block).
+  seeds, control vs treatment (a pooled idea: its first setting; per-block curves are drawn
+  at the last epoch, by block).
 
 Everything is computed from ``confirm.Outcome``; ``dagstudy report`` rebuilds that from the
 ``confirmation.json`` artifact in MLflow, so a report can be regenerated from MLflow alone.
@@ -28,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dagstudy.confirmation.analyse import Outcome  # noqa: E402
+from dagstudy.confirmation.plan import qualify  # noqa: E402
 from dagstudy.confirmation.spec import ConfirmSpec  # noqa: E402
 
 COLUMNS = ("idea", "metric", "control_mean", "treatment_mean", "diff", "ci_low", "ci_high",
@@ -43,7 +47,8 @@ def verdict_rows(outcome: Outcome) -> list[dict[str, Any]]:
     rows = []
     for v, a in zip(outcome.verdicts, outcome.analyses):
         row = v.to_dict()
-        row.update(idea=a.idea, metric=a.metric, secondary=a.secondary)
+        row.update(idea=a.idea, metric=a.metric, secondary=a.secondary, settings=a.settings,
+                   pooled=a.pooled)
         row.pop("name", None)
         rows.append(row)
     return rows
@@ -87,6 +92,64 @@ def _forest(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _setting_forest(row: dict, path: Path) -> None:
+    """Meta-analysis forest plot: per setting the effect and CI, the pooled diamond below."""
+    sign = 1 if row["higher_is_better"] else -1
+    pooled, settings = row["pooled"], row["settings"]
+    on_diff = pooled["scale"] == "diff"
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(settings) + 1.8))
+    for i, s in enumerate(settings):
+        y = len(settings) - i
+        if on_diff:
+            lo, hi = s["ci_low"] or 0.0, s["ci_high"] or 0.0
+        else:
+            half = 1.96 * math.sqrt(s["variance"])
+            lo, hi = s["effect"] - half, s["effect"] + half
+        lo, hi = sorted([sign * lo, sign * hi])
+        ax.plot([lo, hi], [y, y], color="k")
+        ax.plot(sign * s["effect"], y, "s", color="tab:blue",
+                markersize=4 + 8 * math.sqrt(s["weight"]))
+    lo, hi = sorted([sign * pooled["ci_low"], sign * pooled["ci_high"]])
+    est = sign * pooled["estimate"]
+    ax.fill([lo, est, hi, est], [0, 0.25, 0, -0.25], color="tab:green"
+            if row["verdict"] == "confirmed" else "tab:gray")
+    ax.axvline(0, color="k", lw=0.5)
+    labels = [s["setting"] for s in settings] + [f"pooled (p {pooled['p']:.3g})"]
+    ax.set_yticks(list(range(len(settings), 0, -1)) + [0], labels, fontsize=7)
+    unit = "treatment - control" if on_diff else "d_z"
+    ax.set_xlabel(f"{unit}, oriented (right = treatment better)")
+    ax.set_title(f"{row['idea']}: {pooled['agreement']}, I^2 {pooled['i2']:.0%}, "
+                 f"tau^2 {pooled['tau2']:.2g}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+SETTINGS_HEAD = ("| setting | control | treatment | diff [95% CI] | d_z | p | weight |\n"
+                 "|---|---|---|---|---|---|---|")
+
+
+def settings_lines(row: dict) -> list[str]:
+    """The per-setting table of a pooled idea, its pooled row last."""
+    pooled = row["pooled"]
+    lines = [SETTINGS_HEAD]
+    for s in row["settings"]:
+        lines.append(f"| {s['setting']} | {_fmt(s['control_mean'])} | "
+                     f"{_fmt(s['treatment_mean'])} | {_fmt(s['diff'])} [{_fmt(s['ci_low'])}, "
+                     f"{_fmt(s['ci_high'])}] | {_fmt(s['d_z'], 2)} | {_fmt(s['p'], 3)} | "
+                     f"{s['weight']:.2f} |")
+    unit = "" if pooled["scale"] == "diff" else " (d_z)"
+    lines.append(f"| **pooled**, random effects{unit} | {_fmt(row['control_mean'])} | "
+                 f"{_fmt(row['treatment_mean'])} | {_fmt(pooled['estimate'])} "
+                 f"[{_fmt(pooled['ci_low'])}, {_fmt(pooled['ci_high'])}] | - | "
+                 f"{_fmt(pooled['p'], 3)} | I^2 {pooled['i2']:.0%}, tau^2 {_fmt(pooled['tau2'])} |")
+    opposite = ", ".join(pooled["opposite"]) or "none"
+    lines += ["", f"Settings **{pooled['agreement']}**; opposite sign: {opposite}. p per setting "
+              "is unadjusted; the pooled p is the stratified sign-flip permutation test (the "
+              "verdict, Holm-adjusted in the table above)."]
+    return lines
 
 
 def _pairs(analysis, verdict_row: dict, path: Path) -> None:
@@ -152,6 +215,8 @@ def _markdown(spec: ConfirmSpec, rows: list[dict], outcome: Outcome, figures: li
               "inconclusive idea.", "", "![forest](forest.png)", ""]
     for r in rows:
         lines += [f"## {r['idea']}", "", f"{r['reason']}.", ""]
+        if r["pooled"]:
+            lines += settings_lines(r) + [""]
         for s in r["secondary"]:
             lines.append("- " + ", ".join(f"{k}: {_fmt(v) if isinstance(v, float) else v}"
                                           for k, v in s.items()))
@@ -178,6 +243,15 @@ def _html(markdown_text: str, out: Path) -> str:
             + "\n".join(body) + "</body></html>")
 
 
+def _first_setting(arms: dict[str, dict], row: dict) -> dict[str, dict]:
+    """The arms of a pooled idea's first setting by plain arm name (what the diagnostics
+    figure draws); an unpooled idea's arms as they are."""
+    if not row["pooled"]:
+        return arms
+    prefix = qualify(row["settings"][0]["setting"], "")
+    return {name.removeprefix(prefix): r for name, r in arms.items() if name.startswith(prefix)}
+
+
 def write_report(spec: ConfirmSpec, outcome: Outcome, out: Path) -> list[Path]:
     """Write every report file into ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
@@ -189,9 +263,13 @@ def write_report(spec: ConfirmSpec, outcome: Outcome, out: Path) -> list[Path]:
         name = f"pairs-{analysis.idea}.png"
         _pairs(analysis, row, out / name)
         figures.append(name)
+        if row["pooled"]:
+            name = f"forest-{analysis.idea}.png"
+            _setting_forest(row, out / name)
+            figures.append(name)
         diag = f"diag-{analysis.idea}.png"
         if _diagnostics(analysis.idea, spec.ideas[analysis.idea].diagnostics,
-                        outcome.results[analysis.idea], out / diag):
+                        _first_setting(outcome.results[analysis.idea], row), out / diag):
             figures.append(diag)
     text = _markdown(spec, rows, outcome, figures)
     (out / "report.md").write_text(text)

@@ -17,6 +17,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ import numpy as np
 
 from dagstudy import stats
 from dagstudy.confirmation.analyse import IdeaAnalysis, Outcome, analyse
-from dagstudy.confirmation.plan import ArmJob, Experiment, Runner, plan
+from dagstudy.confirmation.plan import ArmJob, Experiment, Runner, check_data, plan
+from dagstudy.confirmation.pooling import pooled_reason
 from dagstudy.confirmation.report import TABLE_HEAD, table_line, verdict_rows, write_report
 from dagstudy.confirmation.spec import ConfirmSpec
 from dagstudy.confirmation.verdict import Verdict, decide
@@ -75,6 +77,7 @@ def confirm(
     experiments = [e for e in plan(spec) if ideas is None or e.idea in ideas]
     if not experiments:
         raise ValueError(f"--ideas: none of {ideas} is in the file (has: {', '.join(spec.ideas)})")
+    check_data(experiments, spec.first_seed)
     results: dict[str, dict[str, dict]] = {e.idea: {} for e in experiments}
     alphas = _look_alphas(spec)
     open_ideas = {e.idea for e in experiments}
@@ -94,7 +97,8 @@ def confirm(
             analyses[e.idea] = analyse(e, results[e.idea], spec)
         # Holm across every idea of the run; ideas decided at earlier looks keep their verdicts.
         raws = [analyses[e.idea].raw for e in experiments]
-        verdicts = decide(raws, alpha)
+        verdicts = [_with_agreement(v, analyses[e.idea])
+                    for e, v in zip(experiments, decide(raws, alpha))]
         for e, v in zip(experiments, verdicts):
             if e.idea in open_ideas:
                 decided[e.idea] = v
@@ -106,6 +110,13 @@ def confirm(
         seeds = list(range(seeds[-1] + 1, seeds[-1] + 1 + spec.sequential.add_seeds))
     return Outcome([decided[e.idea] for e in experiments],
                    [analyses[e.idea] for e in experiments], results, look)
+
+
+def _with_agreement(verdict: Verdict, analysis: IdeaAnalysis) -> Verdict:
+    """A pooled idea's verdict, its reason naming the settings' agreement."""
+    if analysis.pooled is None:
+        return verdict
+    return replace(verdict, reason=pooled_reason(verdict.reason, analysis.pooled))
 
 
 def reanalyse(spec: ConfirmSpec, results: dict[str, dict[str, dict]],

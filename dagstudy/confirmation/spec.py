@@ -1,5 +1,6 @@
 """A confirmation file, validated: per idea ID a control and a treatment arm (``TrainConfig``
-overrides of one base), the seeds, the test and the sequential design.
+overrides of one base), optionally several settings of that base (``SettingsSpec``), the seeds,
+the test and the sequential design.
 
 Idea IDs are those of the registry ``dagstudy.ideas``; ``loader.load_spec`` reads a file into
 a ``ConfirmSpec``.
@@ -7,11 +8,72 @@ a ``ConfirmSpec``.
 
 from __future__ import annotations
 
+import itertools
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dagstudy.ideas import IDEAS
+
+
+class SettingsSpec(BaseModel):
+    """Several settings of one idea: ``TrainConfig`` overrides applied on top of the base (and
+    under the arms' own overrides), each a full paired experiment on the same seeds.
+
+    Written either as a list of override mappings, or as ``{grid: {field: [values, ...]}}`` (every
+    combination, in the order the fields are given). ``data_dirs`` maps a dataset to the
+    ``data_dir`` its settings use (e.g. ``mnist: ../shared/data/mnist-t10k``). ``scale`` is what
+    the pooled test averages: ``diff`` (the mean differences, in the metric's units), ``d_z``
+    (standardised, for metrics whose scale differs between settings, e.g. losses on two
+    datasets) or ``auto`` (``diff`` for an accuracy or when the datasets are all the same,
+    ``d_z`` otherwise).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    each: list[dict[str, Any]] = []
+    grid: dict[str, list[Any]] = {}
+    data_dirs: dict[str, str] = {}
+    scale: Literal["auto", "diff", "d_z"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, value: Any) -> Any:
+        return {"each": value} if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SettingsSpec:
+        if bool(self.each) == bool(self.grid):
+            raise ValueError("settings: give a non-empty list or a non-empty grid (not both)")
+        empty = [k for k, values in self.grid.items() if not values]
+        if empty:
+            raise ValueError(f"settings.grid: {empty} have no values")
+        labels = [label for label, _ in self.expand()]
+        if len(set(labels)) != len(labels):
+            raise ValueError("settings: two settings are identical")
+        return self
+
+    def expand(self) -> list[tuple[str, dict[str, Any]]]:
+        """``[(label, overrides)]``: label ``field=value,...`` in the given order, ``data_dir``
+        filled in from ``data_dirs`` where a setting names the dataset but no directory."""
+        if self.grid:
+            keys = list(self.grid)
+            combos = [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
+        else:
+            combos = [dict(c) for c in self.each]
+        out = []
+        for overrides in combos:
+            label = ",".join(f"{k}={_label_value(v)}" for k, v in overrides.items()) or "base"
+            dataset = overrides.get("dataset")
+            if isinstance(dataset, str) and dataset in self.data_dirs and "data_dir" not in (
+                    overrides):
+                overrides["data_dir"] = self.data_dirs[dataset]
+            out.append((label, overrides))
+        return out
+
+
+def _label_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 class IdeaSpec(BaseModel):
@@ -30,6 +92,7 @@ class IdeaSpec(BaseModel):
     depths: list[int] | None = Field(None, min_length=2)
     fanin_sweep: list[int] | None = Field(None, min_length=1)
     diagnostics: list[str] = []
+    settings: SettingsSpec | None = None
 
 
 class SequentialSpec(BaseModel):
@@ -51,6 +114,8 @@ class ConfirmSpec(BaseModel):
     ci_method: Literal["bca", "percentile"] = "bca"
     n_resamples: int = Field(10_000, ge=100)
     sequential: SequentialSpec = SequentialSpec()
+    settings: SettingsSpec | None = Field(
+        None, description="settings for every idea that gives none of its own")
     ideas: dict[str, IdeaSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

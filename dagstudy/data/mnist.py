@@ -1,4 +1,5 @@
-"""MNIST from its four IDX files (``.gz`` or raw), verified by SHA-256, downloaded when missing.
+"""MNIST (and Fashion-MNIST) from their four IDX files (``.gz`` or raw), verified by published
+checksums, downloaded when missing.
 
 ``load_mnist(data_dir)`` reads the directory (default ``default_mnist_dir()``). With all four
 files, ``x`` is train (60,000) then test (10,000) rows and ``test_index`` marks the official
@@ -7,6 +8,8 @@ files, ``x`` is train (60,000) then test (10,000) rows and ``test_index`` marks 
 directory from ``MNIST_MIRRORS`` and checked against ``MNIST_SHA256`` (a ``SHA256SUMS`` file in
 the directory is checked too). Every failure (missing directory, wrong checksum, truncated or
 malformed file, offline with files missing) is a ``DataError`` naming the file.
+``load_mnist(data_dir, name="fashion-mnist")`` does the same for Fashion-MNIST (same layout and
+file names, its own mirrors and the MD5 digests its authors publish).
 """
 
 from __future__ import annotations
@@ -54,6 +57,19 @@ MNIST_MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 
+FASHION_MNIST_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+)
+FASHION_MNIST_MD5 = {  # as published in zalandoresearch/fashion-mnist's README
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+IDX_SETS = ("mnist", "fashion-mnist")
+"""The downloadable IDX datasets ``load_mnist`` knows by name."""
+
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dims: [n, rows, cols]
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dim: [n]
 
@@ -64,23 +80,41 @@ _CHUNK_BYTES = 1 << 20
 _SHA256_LINE = re.compile(r"([0-9a-fA-F]{64})\s+\*?(\S.*)")
 
 
+def default_data_dir(name: str) -> Path:
+    """Cache of dataset ``name``: ``$DAGSTUDY_HOME/data/NAME`` if set, else
+    ``~/.cache/dagstudy/NAME``."""
+    home = os.environ.get("DAGSTUDY_HOME")
+    return Path(home) / "data" / name if home else Path.home() / ".cache" / "dagstudy" / name
+
+
 def default_mnist_dir() -> Path:
     """MNIST cache: ``$DAGSTUDY_HOME/data/mnist`` if set, else ``~/.cache/dagstudy/mnist``."""
-    home = os.environ.get("DAGSTUDY_HOME")
-    return Path(home) / "data" / "mnist" if home else Path.home() / ".cache" / "dagstudy" / "mnist"
+    return default_data_dir("mnist")
 
 
-def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> RawDataset:
-    """Load MNIST from ``data_dir`` (default ``default_mnist_dir()``), downloading missing files.
+def _published(name: str) -> tuple[tuple[str, ...], dict[str, tuple[str, str]]]:
+    """Mirrors and ``{file: (hash algorithm, hex digest)}`` of IDX set ``name`` (read at call
+    time, so the tables can be replaced)."""
+    if name == "mnist":
+        return MNIST_MIRRORS, {f: ("sha256", d) for f, d in MNIST_SHA256.items()}
+    if name == "fashion-mnist":
+        return FASHION_MNIST_MIRRORS, {f: ("md5", d) for f, d in FASHION_MNIST_MD5.items()}
+    raise DataError(f"dataset={name!r} is not one of {IDX_SETS}")
+
+
+def load_mnist(data_dir: str | os.PathLike[str] | None = None, name: str = "mnist") -> RawDataset:
+    """Load IDX set ``name`` (``IDX_SETS``) from ``data_dir`` (default ``default_data_dir(name)``),
+    downloading missing files.
 
     A given ``data_dir`` must exist. A directory holding the ``t10k`` pair and no train file is a
     test-only set and is read as is; otherwise each missing file is downloaded (as ``.gz``).
-    Every ``.gz`` is checked against ``MNIST_SHA256``, and any file listed in the directory's
-    ``SHA256SUMS`` against that too.
+    Every ``.gz`` is checked against its published digest (``MNIST_SHA256``,
+    ``FASHION_MNIST_MD5``), and any file listed in the directory's ``SHA256SUMS`` against that.
     """
-    directory = default_mnist_dir() if data_dir is None else Path(data_dir)
+    mirrors, published = _published(name)
+    directory = default_data_dir(name) if data_dir is None else Path(data_dir)
     if data_dir is not None and not directory.is_dir():
-        raise DataError(f"{directory}: MNIST directory does not exist")
+        raise DataError(f"{directory}: {name} directory does not exist")
     sums = _read_sha256sums(directory)
     found = {stem: _find_idx(directory, stem) for stem in MNIST_TRAIN + MNIST_TEST}
     test_only = all(found[s] for s in MNIST_TEST) and not any(found[s] for s in MNIST_TRAIN)
@@ -88,9 +122,9 @@ def load_mnist(data_dir: str | os.PathLike[str] | None = None) -> RawDataset:
     checksums: dict[str, str] = {}
     xs, ys = [], []
     for images_stem, labels_stem in pairs:
-        images = found[images_stem] or _download(f"{images_stem}.gz", directory)
-        labels = found[labels_stem] or _download(f"{labels_stem}.gz", directory)
-        x, y = _load_mnist_pair(images, labels, sums, checksums)
+        images = found[images_stem] or _download(f"{images_stem}.gz", directory, mirrors, published)
+        labels = found[labels_stem] or _download(f"{labels_stem}.gz", directory, mirrors, published)
+        x, y = _load_mnist_pair(images, labels, (published, sums), checksums)
         xs.append(x)
         ys.append(y)
     n_rows = sum(len(x) for x in xs)
@@ -112,8 +146,14 @@ def _find_idx(directory: Path, stem: str) -> Path | None:
     return None
 
 
+_Published = Mapping[str, tuple[str, str]]
+
+
 def _load_mnist_pair(
-    images_path: Path, labels_path: Path, sums: Mapping[str, str], checksums: dict[str, str]
+    images_path: Path,
+    labels_path: Path,
+    sums: tuple[_Published, Mapping[str, str]],
+    checksums: dict[str, str],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Verified ``x`` float32 ``[n, 784]`` in [0, 1] and ``y`` int64 ``[n]``; records digests."""
     images = _parse_idx(_read_verified(images_path, sums, checksums), IDX_IMAGES_MAGIC, images_path)
@@ -130,21 +170,28 @@ def _load_mnist_pair(
     return x, labels.astype(np.int64)
 
 
-def _read_verified(path: Path, sums: Mapping[str, str], checksums: dict[str, str]) -> bytes:
-    """Decompressed contents of ``path`` after checking every SHA-256 known for it."""
+def _read_verified(
+    path: Path, sums: tuple[_Published, Mapping[str, str]], checksums: dict[str, str]
+) -> bytes:
+    """Decompressed contents of ``path`` after checking every digest known for it (the published
+    one, then the directory's ``SHA256SUMS``); records its SHA-256 in ``checksums``."""
     blob = _read_bytes(path)
-    expected = [
-        (source, table[path.name])
-        for source, table in (("published", MNIST_SHA256), ("SHA256SUMS", sums))
-        if path.name in table
-    ]
+    published, listed = sums
+    expected = [("published", *published[path.name])] if path.name in published else []
+    if path.name in listed:
+        expected.append(("SHA256SUMS", "sha256", listed[path.name]))
+    for source, algorithm, want in expected:
+        digest = hashlib.new(algorithm, blob).hexdigest()
+        if digest != want:
+            raise DataError(f"{path}: {_label(algorithm)} {digest} does not match the {source} "
+                            f"{want}")
     if expected:
-        digest = hashlib.sha256(blob).hexdigest()
-        for source, want in expected:
-            if digest != want:
-                raise DataError(f"{path}: SHA-256 {digest} does not match the {source} {want}")
-        checksums[path.name] = digest
+        checksums[path.name] = hashlib.sha256(blob).hexdigest()
     return _decompress(path, blob)
+
+
+def _label(algorithm: str) -> str:
+    return "SHA-256" if algorithm == "sha256" else algorithm.upper()
 
 
 def read_idx(path: str | os.PathLike[str], magic: int) -> np.ndarray:
@@ -215,30 +262,31 @@ def _parse_sha256sums(text: str, source: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- downloading
 
 
-def _download(name: str, directory: Path) -> Path:
-    """Fetch ``name`` from the first mirror that serves it with its published SHA-256."""
+def _download(name: str, directory: Path, mirrors: tuple[str, ...], published: _Published
+              ) -> Path:
+    """Fetch ``name`` from the first of ``mirrors`` that serves it with its published digest."""
     dest = directory / name
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{dest}: missing, and cannot create {directory} ({exc})") from exc
     failures = []
-    for mirror in MNIST_MIRRORS:
+    for mirror in mirrors:
         url = mirror + name
         log.info("downloading %s -> %s", url, dest)
         try:
-            return _fetch_atomic(url, dest, MNIST_SHA256[name])
+            return _fetch_atomic(url, dest, *published[name])
         except (OSError, http.client.HTTPException, DataError) as exc:
             failures.append(f"{url}: {exc}")
     raise DataError(f"{dest}: missing and no mirror served it ({'; '.join(failures)})")
 
 
-def _fetch_atomic(url: str, dest: Path, sha256: str) -> Path:
+def _fetch_atomic(url: str, dest: Path, algorithm: str, want: str) -> Path:
     """Stream ``url`` into a temp file beside ``dest``, verify, then rename; no partial files."""
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        digest = hashlib.sha256()
+        digest = hashlib.new(algorithm)
         with os.fdopen(fd, "wb") as out:
             with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
                 while chunk := response.read(_CHUNK_BYTES):
@@ -246,8 +294,9 @@ def _fetch_atomic(url: str, dest: Path, sha256: str) -> Path:
                     out.write(chunk)
             out.flush()
             os.fsync(out.fileno())
-        if digest.hexdigest() != sha256:
-            raise DataError(f"downloaded SHA-256 {digest.hexdigest()}, expected {sha256}")
+        if digest.hexdigest() != want:
+            raise DataError(
+                f"downloaded {_label(algorithm)} {digest.hexdigest()}, expected {want}")
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

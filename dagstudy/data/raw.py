@@ -18,7 +18,8 @@ class RawDataset:
 
     ``x`` float32 ``[N, d]``; ``y`` int64 ``[N]`` in ``0..n_classes-1``; ``test_index`` int64
     row numbers of a fixed test set, or None; ``checksums`` maps each source file whose SHA-256
-    was verified to that digest (empty when nothing was checked).
+    was verified to that digest (empty when nothing was checked); ``source`` names where it came
+    from (a file or dataset reference) for error messages.
     """
 
     x: np.ndarray
@@ -26,6 +27,7 @@ class RawDataset:
     n_classes: int
     test_index: np.ndarray | None = None
     checksums: dict[str, str] = field(default_factory=dict)
+    source: str = ""
 
     def __post_init__(self) -> None:
         if self.x.ndim != 2 or self.y.shape != (self.x.shape[0],):

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -105,8 +106,14 @@ def make_splits(
             raise DataError(f"{option}={value} is not in (0, 1)")
     if raw.test_index is None:
         draw = _random_partition(len(raw.y), val_fraction, test_fraction)
+        _check_class_sizes(raw, raw.y, {"val_fraction": val_fraction,
+                                        "test_fraction": test_fraction,
+                                        "train": 1.0 - val_fraction - test_fraction})
     else:
         draw = _partition_around(len(raw.y), raw.test_index, val_fraction)
+        pool = np.setdiff1d(np.arange(len(raw.y)), raw.test_index)
+        _check_class_sizes(raw, raw.y[pool], {"val_fraction": val_fraction,
+                                              "train": 1.0 - val_fraction})
     drawn_seeds = [seeds[0]] if split == "fixed" else list(seeds)
     parts = [draw(np.random.default_rng(seed)) for seed in drawn_seeds]
 
@@ -127,6 +134,21 @@ def make_splits(
         std=std.repeat(repeat, 1, 1),
         n_classes=raw.n_classes,
     )
+
+
+def _check_class_sizes(raw: RawDataset, labels: np.ndarray, fractions: dict[str, float]) -> None:
+    """Every class must have enough drawn rows that each split expects at least one of them:
+    ``rows >= ceil(1 / smallest fraction)`` (10 rows per class at ``val_fraction=0.1``)."""
+    option, smallest = min(fractions.items(), key=lambda item: item[1])
+    needed = math.ceil(1.0 / smallest - 1e-9)
+    counts = np.bincount(labels, minlength=raw.n_classes)
+    small = np.flatnonzero((counts > 0) & (counts < needed))
+    if small.size:
+        where = f"{raw.source}: " if raw.source else ""
+        raise DataError(
+            f"{where}class {int(small[0])} has {int(counts[small[0]])} rows to split; "
+            f"{option}={smallest:g} needs at least {needed} per class "
+            f"({small.size} class(es) short)")
 
 
 def _split_size(option: str, fraction: float, n_rows: int) -> int:

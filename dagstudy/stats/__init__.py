@@ -6,6 +6,8 @@
   (:func:`tost`);
 - ``sequential``: multiplicity (:func:`holm`) and sequential looks
   (:func:`obrien_fleming_alphas`, :func:`bonferroni_looks`);
+- ``pooled``: one effect over several settings (:func:`random_effects`,
+  :func:`setting_effect`, :func:`stratified_permutation_p`, :func:`pooled_statistic`);
 - ``power``: planning (:func:`power_paired_t`, :func:`seeds_needed`, :func:`power_tost`,
   :func:`seeds_for_margin`).
 
@@ -33,6 +35,12 @@ from dagstudy.stats.paired import (
     tost,
     wilcoxon_p,
 )
+from dagstudy.stats.pooled import (
+    pooled_statistic,
+    random_effects,
+    setting_effect,
+    stratified_permutation_p,
+)
 from dagstudy.stats.power import power_paired_t, power_tost, seeds_for_margin, seeds_needed
 from dagstudy.stats.sequential import bonferroni_looks, holm, obrien_fleming_alphas
 
@@ -41,5 +49,6 @@ __all__ = [
     "bonferroni_looks", "bootstrap_ci", "cohens_dz", "cohens_dz_ci", "holm",
     "obrien_fleming_alphas", "paired_diffs", "paired_p", "paired_summary", "paired_t_p",
     "permutation_p", "power_paired_t", "power_tost", "seeds_for_margin", "seeds_needed", "tost",
-    "wilcoxon_p", "check_alpha", "effect_sign",
+    "wilcoxon_p", "check_alpha", "effect_sign", "pooled_statistic", "random_effects",
+    "setting_effect", "stratified_permutation_p",
 ]
