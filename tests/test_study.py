@@ -73,6 +73,7 @@ def child_runs(storage, study: str) -> tuple[object, list]:
     mlflow.set_tracking_uri(storage.mlflow)
     try:
         runs = mlflow.search_runs(experiment_names=[study], output_format="list")
+        runs = [r for r in runs if r.data.tags.get("dagstudy.role") != "seed"]  # one level down
     finally:
         mlflow.set_tracking_uri(None)  # it also set MLFLOW_TRACKING_URI for this process
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -105,7 +106,17 @@ def test_smoke_end_to_end(cluster, run_dir):
         epochs = len(trial.intermediate_values)
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
         assert steps == list(range(1, epochs + 1))
-        assert len(client.get_metric_history(run.info.run_id, "train_loss/seed_1")) == epochs
+        assert "test_accuracy" not in run.data.metrics  # never per epoch, only final_*
+        assert not any("/seed_" in m for m in run.data.metrics)  # seeds are child runs
+        assert not any(k.startswith("synthetic") or v == "None" for k, v in run.data.params.items())
+        seeds = client.search_runs([run.info.experiment_id], filter_string=(
+            f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"))
+        assert sorted(int(r.data.params["seed"]) for r in seeds) == spec.seed_list
+        assert {r.data.tags["dagstudy.config_hash"] for r in seeds} == {
+            run.data.tags["dagstudy.config_hash"]}
+        for seed_run in seeds:
+            history = client.get_metric_history(seed_run.info.run_id, "train_loss")
+            assert [m.step for m in history] == list(range(1, epochs + 1))
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"learning_curves.png", "dead_fraction.png", "config.json",
                 "results.json"} <= artifacts

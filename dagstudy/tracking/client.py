@@ -90,3 +90,17 @@ def short_http_retries():
     finally:
         for key in added:
             os.environ.pop(key, None)
+
+
+LOCAL_UI = "http://127.0.0.1:5000"
+"""Where ``dagstudy ui`` serves a local store's MLflow UI by default."""
+
+
+def runs_url(tracking_uri: str, experiment_id: str | None) -> str | None:
+    """The MLflow UI page of an experiment's runs table: on the tracking server itself, or for
+    a local store on ``dagstudy ui``'s default address. None without an experiment."""
+    if experiment_id is None:
+        return None
+    base = (redact_url(tracking_uri).rstrip("/")
+            if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI)
+    return f"{base}/#/experiments/{experiment_id}/runs"
