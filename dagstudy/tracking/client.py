@@ -104,3 +104,14 @@ def runs_url(tracking_uri: str, experiment_id: str | None) -> str | None:
     base = (redact_url(tracking_uri).rstrip("/")
             if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI)
     return f"{base}/#/experiments/{experiment_id}/runs"
+
+
+def experiment_runs_url(tracking_uri: str, experiment: str) -> str | None:
+    """``runs_url`` of the experiment named ``experiment``; None when MLflow does not answer
+    or has no such experiment (a URL is a convenience, never an error)."""
+    try:
+        with short_http_retries():
+            found = open_client(tracking_uri).get_experiment_by_name(experiment)
+    except Exception:
+        return None
+    return runs_url(tracking_uri, found.experiment_id if found else None)

@@ -300,7 +300,8 @@ class Tracker:
             with tempfile.TemporaryDirectory() as tmp:
                 plot_history(study, Path(tmp) / "optimization_history.png")
                 if importances:
-                    plot_importances(importances, Path(tmp) / "param_importances.png")
+                    plot_importances(importances, Path(tmp) / "param_importances.png",
+                                     len(complete))
                     (Path(tmp) / "param_importances.json").write_text(json.dumps(importances))
                 self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, status=status)
