@@ -115,3 +115,22 @@ def test_tracking_logs_only_used_params_and_no_test_metric_per_epoch():
     assert [m.value for m in epoch_metrics(rows, stamps, seed=1) if m.key == "train_loss"] == [
         2.0, 1.0, 2.0 / 3]
     assert json.dumps(params)  # params are strings, ready for MLflow
+
+
+def test_optimization_history_shows_pruned_trials(tmp_path):
+    from dagstudy.tracking.plots import plot_history
+
+    study = optuna.create_study(direction="maximize", study_name="hist")
+    for k in range(4):
+        trial = study.ask()
+        trial.report(0.1 * k, 1)
+        if k % 2:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, 0.5 + 0.1 * k)
+    fig = plot_history(study, tmp_path / "history.png")
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert "pruned (last reported value)" in labels and "complete" in labels
+    pruned = ax.collections[labels.index("pruned (last reported value)")]
+    assert pruned.get_offsets().tolist() == pytest.approx([[1.0, 0.1], [3.0, 0.3]])

@@ -75,9 +75,10 @@ def plot_importances(importances: dict[str, float], path: Path, n_trials: int) -
     fig.savefig(path, dpi=80)
 
 
-def plot_history(study: optuna.Study, path: Path) -> None:
+def plot_history(study: optuna.Study, path: Path) -> Figure:
     """Complete trials' objectives with the best so far, and pruned trials at the last value
-    they reported (where the pruner stopped them); failed trials are counted in the title."""
+    they reported (where the pruner stopped them); failed trials are counted in the title.
+    Returns the figure saved to ``path``."""
     state = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == state.COMPLETE]
@@ -100,3 +101,4 @@ def plot_history(study: optuna.Study, path: Path) -> None:
            title=f"optimisation history: {study.study_name} ({failed} failed, not shown)")
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=80)
+    return fig
