@@ -133,4 +133,4 @@ def test_optimization_history_shows_pruned_trials(tmp_path):
     labels = ax.get_legend_handles_labels()[1]
     assert "pruned (last reported value)" in labels and "complete" in labels
     pruned = ax.collections[labels.index("pruned (last reported value)")]
-    assert pruned.get_offsets().tolist() == pytest.approx([[1.0, 0.1], [3.0, 0.3]])
+    assert pruned.get_offsets().ravel().tolist() == pytest.approx([1.0, 0.1, 3.0, 0.3])
