@@ -101,8 +101,9 @@ def test_sequential_mode_adds_seeds_only_to_open_ideas():
 
 
 def test_confirm_cli_end_to_end_with_mlflow(tmp_path, capsys):
-    """Three ideas through Ray: report files, one MLflow run per arm with idea tags, and the
-    report regenerated from MLflow alone has the same verdicts."""
+    """Three ideas through Ray: report files, one MLflow run per arm with idea tags, a JSON
+    summary on stdout (``--json``), and the report regenerated from MLflow alone has the same
+    verdicts."""
     from mlflow.tracking import MlflowClient
 
     from dagstudy.cli import main
@@ -118,10 +119,16 @@ def test_confirm_cli_end_to_end_with_mlflow(tmp_path, capsys):
         },
     }))
     out, run_dir = tmp_path / "out", tmp_path / "runs"
-    assert main(["confirm", str(study), "--run-dir", str(run_dir), "--out", str(out)]) == 0
+    assert main(["confirm", str(study), "--run-dir", str(run_dir), "--out", str(out),
+                 "--json"]) == 0
     assert {"report.md", "report.html", "verdicts.json", "forest.png"} <= {
         p.name for p in out.iterdir()}
-    parent = capsys.readouterr().out.strip().splitlines()[-1].split()[-1]
+    summary = json.loads(capsys.readouterr().out)  # stdout holds the JSON summary alone
+    parent = summary["mlflow_parent_run"]
+    assert [v["idea"] for v in summary["verdicts"]] == ["OPT-FULLBATCH", "OPT-JITTER",
+                                                        "DAG-DENSE"]
+    assert summary["report"] == str(out / "report.html")
+    assert summary["mlflow_runs_url"].endswith("/runs")
 
     client = MlflowClient(f"sqlite:///{run_dir / 'mlflow.db'}")  # no global tracking URI
     experiment = client.get_experiment_by_name("confirm-e2e")

@@ -106,7 +106,8 @@ def assert_one_parent_and_trial_runs(client, study: str, numbers: list[int]):
     ``numbers``; returns the parent run."""
     experiment = client.get_experiment_by_name(study)
     assert experiment is not None
-    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    runs = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
+            if r.data.tags.get("dagstudy.role") != "seed"]  # per-seed runs nest deeper
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1
     children = [r for r in runs

@@ -20,9 +20,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 from ray.util.state import list_tasks
 
-from dagstudy.cli.study import ui_command
+from dagstudy.cli.browse import ui_command
 from dagstudy.config import TrainConfig
 from dagstudy.confirmation.plan import ArmJob
+from dagstudy.ideas import ideas_touched
 from dagstudy.study.cluster import job_submission, ray_runner, submit
 from dagstudy.study.driver import counted, run_study
 from dagstudy.study.loader import load_spec, parse_spec
@@ -73,6 +74,7 @@ def child_runs(storage, study: str) -> tuple[object, list]:
     mlflow.set_tracking_uri(storage.mlflow)
     try:
         runs = mlflow.search_runs(experiment_names=[study], output_format="list")
+        runs = [r for r in runs if r.data.tags.get("dagstudy.role") != "seed"]  # one level down
     finally:
         mlflow.set_tracking_uri(None)  # it also set MLFLOW_TRACKING_URI for this process
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -101,11 +103,23 @@ def test_smoke_end_to_end(cluster, run_dir):
         assert run.data.tags["dagstudy.state"] == trial.state.name
         assert run.data.tags["dagstudy.study"] == "smoke"
         expected_ideas = {"dag": "DAG-DENSE", "fanin": "DAG-FANIN"}.get(trial.params["topology"])
-        assert run.data.tags["dagstudy.ideas"] == (expected_ideas or "")
+        tagged = run.data.tags["dagstudy.ideas"]
+        assert tagged == ",".join(ideas_touched(trial.user_attrs["config"]))  # the registry's
+        assert expected_ideas is None or expected_ideas in tagged.split(",")
         epochs = len(trial.intermediate_values)
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
         assert steps == list(range(1, epochs + 1))
-        assert len(client.get_metric_history(run.info.run_id, "train_loss/seed_1")) == epochs
+        assert "test_accuracy" not in run.data.metrics  # never per epoch, only final_*
+        assert not any("/seed_" in m for m in run.data.metrics)  # seeds are child runs
+        assert not any(k.startswith("synthetic") or v == "None" for k, v in run.data.params.items())
+        seeds = client.search_runs([run.info.experiment_id], filter_string=(
+            f"tags.`mlflow.parentRunId` = '{run.info.run_id}'"))
+        assert sorted(int(r.data.params["seed"]) for r in seeds) == spec.seed_list
+        assert {r.data.tags["dagstudy.config_hash"] for r in seeds} == {
+            run.data.tags["dagstudy.config_hash"]}
+        for seed_run in seeds:
+            history = client.get_metric_history(seed_run.info.run_id, "train_loss")
+            assert [m.step for m in history] == list(range(1, epochs + 1))
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"learning_curves.png", "dead_fraction.png", "config.json",
                 "results.json"} <= artifacts
@@ -316,6 +330,7 @@ def test_ui_command_binds_localhost(tmp_path):
     assert command[command.index("--host") + 1] == "127.0.0.1"
     assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path}/mlflow.db"
     assert command[command.index("--port") + 1] == "5055"
+    assert command[command.index("--workers") + 1] == "1"  # MLflow's default 4 take ~2.6 GB
 
 
 def test_job_submission_runtime_env(tmp_path):
@@ -359,3 +374,21 @@ def test_ray_runner_runs_confirm_jobs(cluster):
     assert set(results) == {"control", "treatment"}
     assert results["treatment"]["config"]["topology"] == "dag"
     assert results["control"]["seeds"] == [0, 1]
+
+
+def test_run_json_prints_a_summary(cluster, run_dir, tmp_path, capsys):
+    """``dagstudy run --json``: stdout is one JSON summary; progress stays on stderr."""
+    import json
+
+    from dagstudy.cli import main
+
+    path = tmp_path / "jsoned.yaml"
+    path.write_text(yaml.safe_dump(study_data("jsoned", epochs=1, budget={"trials": 2},
+                                              search={"lr": [1.0e-2]})))
+    assert main(["run", str(path), "--run-dir", str(run_dir), "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["study"] == "jsoned" and summary["complete"] == 2
+    assert summary["best"]["params"] == {"lr": 1.0e-2}
+    assert summary["mlflow_runs_url"].startswith("http://127.0.0.1:5000/#/experiments/")
+    assert "starting Ray" in captured.err and "first trial running" in captured.err

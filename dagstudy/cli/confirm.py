@@ -19,6 +19,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--run-dir", default=None, help="local store (default $DAGSTUDY_HOME or "
                    "./dagstudy-runs)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON summary (verdicts, report, MLflow run) on stdout; the "
+                   "table goes to stderr")
     p.set_defaults(run=run_confirm)
 
     p = sub.add_parser("report", help="regenerate a confirmation report from MLflow alone")
@@ -29,15 +32,20 @@ def add_parsers(sub) -> None:
 
 
 def run_confirm(args) -> int:
+    import json
+    import sys
     import time
 
     import ray
 
     from dagstudy.confirmation.loader import ConfirmInputError, load_spec, parse_ideas
     from dagstudy.confirmation.plan import local_runner
+    from dagstudy.confirmation.provenance import provenance
+    from dagstudy.confirmation.report import verdict_rows
     from dagstudy.confirmation.run import run_confirmation
     from dagstudy.study.cluster import connect_ray, ray_runner
     from dagstudy.study.storage import run_dir_for, storage_for
+    from dagstudy.tracking.client import runs_url
     from dagstudy.tracking.tracker import Tracker
     from dagstudy.trainer import resolve_device
 
@@ -56,19 +64,33 @@ def run_confirm(args) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = (Path(args.out) if args.out
            else run_dir_for(args.run_dir) / "confirm" / f"{spec.name}-{stamp}")
+    chosen = spec.model_dump()
+    chosen["ideas"] = {k: v for k, v in chosen["ideas"].items() if ideas is None or k in ideas}
     tracker = Tracker(storage.mlflow, f"confirm-{spec.name}", artifact_location=storage.artifacts,
-                      settings=spec.model_dump())
+                      settings=chosen)
     started = False
     if args.local:
         runner = local_runner(args.device)
     else:
+        print("starting Ray...", file=sys.stderr, flush=True)
         started = connect_ray(args.address)
         runner = ray_runner(device=args.device)
+    meta = provenance(args.file, ["dagstudy", *sys.argv[1:]])
     try:
-        run_confirmation(spec, ideas, runner, out, tracker)
+        outcome = run_confirmation(spec, ideas, runner, out, tracker, meta=meta,
+                                   stdout=sys.stderr if args.json else sys.stdout)
     finally:
         if started:
             ray.shutdown()
+    url = runs_url(storage.mlflow, tracker.experiment_id)
+    if args.json:
+        print(json.dumps({"name": spec.name, "report": str(out / "report.html"),
+                          "mlflow_parent_run": tracker.parent_run_id, "mlflow_runs_url": url,
+                          "looks": outcome.looks, "verdicts": verdict_rows(outcome)}))
+        return 0
+    if url:
+        print(f"mlflow runs: {url}" + ("   (start the UI with `dagstudy ui`)"
+                                        if url.startswith("http://127.0.0.1") else ""))
     print(f"mlflow parent run: {tracker.parent_run_id}")
     return 0
 

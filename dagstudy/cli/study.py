@@ -1,4 +1,5 @@
-"""The study commands: ``run``, ``resume``, ``submit``, ``best``, ``sync``, ``ui``."""
+"""The study commands: ``run``, ``resume``, ``submit``, ``best``, ``sync`` (``ui`` and
+``dashboard`` are in ``browse``)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,12 @@ import dataclasses
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
+import textwrap
 
 from pydantic import ValidationError
 
 from dagstudy.cli.errors import UsageError
 from dagstudy.urls import redact_url
-
-if TYPE_CHECKING:
-    from dagstudy.study.storage import Storage
 
 
 def _load_study_spec(path: str):
@@ -40,14 +38,17 @@ def add_parsers(sub) -> None:
         p.add_argument("--run-dir", default=None,
                        help="local storage (default: $DAGSTUDY_HOME, else ./dagstudy-runs)")
 
+    json_help = "print a JSON summary (counts, best trial, where results live) on stdout"
     p = sub.add_parser("run", help="run a study file: trials on Ray, Optuna search, MLflow")
     p.add_argument("study", help="study file, e.g. studies/smoke.yaml")
     ray_options(p)
+    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(run=_cmd_run)
     p = sub.add_parser("resume", help="continue an interrupted study (file or name)")
     p.add_argument("study", help="study file, or the name of a study in the storage")
     p.add_argument("--storage", default=None, help="Optuna URL to find a study by name in")
     ray_options(p)
+    p.add_argument("--json", action="store_true", help=json_help)
     p.set_defaults(run=_cmd_run)
     p = sub.add_parser("submit", help="submit a study file as a Ray job to a cluster")
     p.add_argument("study", help="study file")
@@ -60,6 +61,8 @@ def add_parsers(sub) -> None:
     p.add_argument("study", help="study file or name")
     p.add_argument("--k", type=int, default=5, help="how many configurations")
     p.add_argument("--json", action="store_true", help="print JSON on stdout")
+    p.add_argument("--wide", action="store_true",
+                   help=f"every column (default: the key columns, within {BEST_WIDTH} columns)")
     p.add_argument("--storage", default=None, help="Optuna URL (default: as the study resolves)")
     p.add_argument("--run-dir", default=None, help="local storage directory")
     p.set_defaults(run=_cmd_best)
@@ -68,10 +71,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--storage", default=None, help="Optuna URL (default: as the study resolves)")
     p.add_argument("--run-dir", default=None, help="run directory holding the spool")
     p.set_defaults(run=_cmd_sync)
-    p = sub.add_parser("ui", help="start the MLflow UI for the local store on 127.0.0.1")
-    p.add_argument("--run-dir", default=None, help="local storage directory")
-    p.add_argument("--port", type=int, default=5000)
-    p.set_defaults(run=_cmd_ui)
 
 
 def _study_spec(args):
@@ -103,9 +102,12 @@ def _cmd_run(args) -> int:
     from dagstudy.study.driver import StudyError, run_study, summary
     from dagstudy.study.progress import progress_printer
     from dagstudy.study.storage import storage_for
+    from dagstudy.tracking.client import experiment_runs_url
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(f"study {spec.name}: opening the storage, starting Ray...", file=sys.stderr,
+          flush=True)
     try:
         study = run_study(spec, run_dir=args.run_dir, trials=args.trials, address=args.address,
                           num_cpus=args.num_cpus, resume=args.command == "resume",
@@ -115,10 +117,37 @@ def _cmd_run(args) -> int:
     except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C; SIGTERM (Ray's driver exits on it)
         print(f"\ninterrupted; continue with: dagstudy resume {spec.name}", file=sys.stderr)
         return 130 if isinstance(e, KeyboardInterrupt) else 143
-    print(summary(study, spec, storage_for(spec, args.run_dir)))
+    storage = storage_for(spec, args.run_dir)
+    url = experiment_runs_url(storage.mlflow, spec.name)
+    if args.json:
+        print(json.dumps(run_summary(study, storage, url), default=str))
+        return 0
+    print(summary(study, spec, storage))
     where = f" --run-dir {args.run_dir}" if args.run_dir else ""
-    print(f"next: dagstudy best {spec.name}{where}   |   dagstudy ui{where}")
+    if url:
+        print(f"mlflow runs: {url}")
+    print(f"next: dagstudy best {spec.name}{where}   |   dagstudy ui{where}   |   "
+          f"dagstudy dashboard {spec.name}{where}")
     return 0
+
+
+def run_summary(study, storage, runs_url: str | None) -> dict:
+    """``run --json``: the study's counts, its best trial and where its records live."""
+    import optuna
+
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    best = None
+    if "COMPLETE" in states:
+        t = study.best_trial
+        best = {"number": t.number, "value": t.value, "params": t.params,
+                "mlflow_run_id": t.user_attrs.get("mlflow_run_id")}
+    return {"study": study.study_name,
+            "direction": study.direction.name.lower(),
+            **{s.lower(): states.count(s) for s in ("COMPLETE", "PRUNED", "FAIL")},
+            "trials": len(states), "best": best,
+            "optuna": redact_url(storage.optuna), "mlflow": redact_url(storage.mlflow),
+            "mlflow_runs_url": runs_url,
+            "optuna_version": optuna.__version__}
 
 
 def _cmd_submit(args) -> int:
@@ -136,7 +165,7 @@ def _cmd_submit(args) -> int:
     return 0
 
 
-def _stored_study(args):
+def stored_study(args):
     """The Optuna study that ``args.study`` (a file or a name) names, and its ``Storage``
     (``--storage`` overrides the Optuna URL)."""
     from dagstudy.study.query import load_study
@@ -157,7 +186,7 @@ def _cmd_best(args) -> int:
 
     if args.k < 1:
         raise UsageError("--k: must be >= 1")
-    study, storage = _stored_study(args)
+    study, storage = stored_study(args)
     name, url = study.study_name, storage.optuna
     best = best_configs(name, k=args.k, storage=url)
     try:
@@ -171,8 +200,7 @@ def _cmd_best(args) -> int:
     if best.empty:
         print(f"study {name}: no complete trial yet")
     else:
-        shown = best.drop(columns=["config", "state", "datetime_start"])
-        print(shown.to_string(index=False))
+        print(best_table(best, wide=args.wide))
     print("parameter importances:", note or "")
     for param, value in (importances or {}).items():
         print(f"  {param:32} {value:.3f}")
@@ -185,7 +213,7 @@ def _cmd_sync(args) -> int:
     from dagstudy.study.driver import spool_dir, sync_study
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    study, storage = _stored_study(args)
+    study, storage = stored_study(args)
     where = spool_dir(study.study_name, args.run_dir)
     left = sync_study(study, storage, args.run_dir)
     if left:
@@ -196,24 +224,31 @@ def _cmd_sync(args) -> int:
     return 0
 
 
-def _cmd_ui(args) -> int:
-    from dagstudy.study.storage import storage_for
-
-    storage = storage_for(None, args.run_dir)
-    if not storage.mlflow.startswith("sqlite"):
-        print(f"MLflow tracking is at {redact_url(storage.mlflow)}: open that server's UI")
-        return 0
-    print(f"MLflow UI: http://127.0.0.1:{args.port}  (store {redact_url(storage.mlflow)}; "
-          "Ctrl-C stops it)",
-          flush=True)
-    command = ui_command(storage, args.port)
-    os.execv(command[0], command)  # the UI replaces this process: signals reach it directly
+BEST_WIDTH = 100
+"""``best`` prints its table within this many columns unless ``--wide``."""
 
 
-def ui_command(storage: Storage, port: int = 5000) -> list[str]:
-    """The ``mlflow ui`` command for a local store, bound to 127.0.0.1."""
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", storage.mlflow,
-           "--host", "127.0.0.1", "--port", str(port)]
-    if storage.artifacts:
-        cmd += ["--default-artifact-root", storage.artifacts]
-    return cmd
+def best_table(best, wide: bool = False, width: int = BEST_WIDTH) -> str:
+    """``best_configs`` as text: by default the trial number, objective, the objective's std
+    over seeds, the sampled params (without their ``params_`` prefix) and the duration, with
+    empty columns dropped, numbers to 4 significant digits, and rightmost columns left out
+    (named in a last line) until it fits ``width``; ``wide``: every column but the resolved
+    config (see ``--json``)."""
+    frame = best.drop(columns=["config"])
+    if not wide:
+        std = [c for c in frame.columns if c.endswith("_std")]
+        keep = ["number", "objective", *std, *[c for c in frame if c.startswith("params_")],
+                "duration_s"]
+        frame = frame[keep].dropna(axis=1, how="all")
+        frame = frame.rename(columns=lambda c: c.removeprefix("params_"))
+    pd_options = {"float_format": lambda x: f"{x:.4g}", "index": False}
+    text = frame.to_string(**pd_options)
+    left_out: list[str] = []
+    while not wide and max(map(len, text.splitlines())) > width and frame.shape[1] > 2:
+        left_out.insert(0, frame.columns[-1])
+        frame = frame.iloc[:, :-1]
+        text = frame.to_string(**pd_options)
+    if left_out:
+        note = f"(not shown: {', '.join(left_out)}; see --wide or --json)"
+        text += "\n" + textwrap.fill(note, width)
+    return text

@@ -102,6 +102,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _progress(epochs: int) -> Callable[[dict], None]:
+    """Per-epoch progress on stderr: training and validation numbers only (test accuracy is
+    shown once, after training, so nothing invites selecting on it)."""
     def show(row: dict) -> None:
         def mean(name):
             vals = [v for v in row[name] if v is not None]
@@ -109,7 +111,7 @@ def _progress(epochs: int) -> Callable[[dict], None]:
 
         print(
             f"epoch {row['epoch']:>3}/{epochs}  train_loss {mean('train_loss'):.4f}  "
-            f"val_acc {mean('val_accuracy'):.4f}  test_acc {mean('test_accuracy'):.4f}  "
+            f"val_acc {mean('val_accuracy'):.4f}  "
             f"dead {mean('dead_fraction'):.3f}  {row['seconds'][0]:.1f}s",
             file=sys.stderr, flush=True,
         )

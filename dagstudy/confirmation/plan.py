@@ -6,9 +6,10 @@ the special designs applied (``match_params``: the control's width matched to th
 parameter count within 5%; ``depths``: every arm at every depth; ``fanin_sweep``: a treatment
 and a nearest-wiring arm per N). An ``ArmJob`` is one arm on a set of seeds (one population
 training run); a ``Runner`` trains jobs and yields ``(job, TrialResult dict)`` as each finishes
-(``local_runner`` here, ``dagstudy.study.cluster.ray_runner`` on Ray). An arm of a named
-setting is called ``"SETTING | ARM"`` (``qualify``). ``check_data`` loads every distinct dataset
-once, so bad data is an error naming the idea and setting before any training.
+(``local_runner`` here, ``dagstudy.study.cluster.ray_runner`` on Ray), calling its optional
+``on_start(job)`` just before each job's training is launched. An arm of a named setting is
+called ``"SETTING | ARM"`` (``qualify``). ``check_data`` loads every distinct dataset once, so
+bad data is an error naming the idea and setting before any training.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ class ArmJob:
         return json.dumps([self.config.model_dump(), list(self.seeds)], sort_keys=True)
 
 
-Runner = Callable[[list[ArmJob]], Iterable[tuple[ArmJob, dict[str, Any]]]]
+Runner = Callable[..., Iterable[tuple[ArmJob, dict[str, Any]]]]
+"""``runner(jobs, on_start=None)``: trains ``jobs``, yields ``(job, result)`` as each finishes
+and calls ``on_start(job)`` (when given) just before each job is launched."""
 
 
 SETTING_SEPARATOR = " | "
@@ -171,8 +174,10 @@ def local_runner(device: str = "auto") -> Runner:
 
     dev = resolve_device(device)
 
-    def run(jobs: list[ArmJob]):
+    def run(jobs: list[ArmJob], on_start: Callable[[ArmJob], None] | None = None):
         for job in jobs:
+            if on_start is not None:
+                on_start(job)
             seeds = list(job.seeds)
             data = load_data(job.config, seeds, dev)
             yield job, train(job.config, seeds, data, dev).to_dict()

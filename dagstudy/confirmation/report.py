@@ -1,45 +1,30 @@
-"""Render a confirmation outcome: ``verdicts.json``, ``report.md``, ``report.html`` (one
-self-contained file, figures inlined) and PNG figures:
+"""Render a confirmation outcome into a directory: ``verdicts.json``, ``report.html`` (one
+self-contained HTML document, ``document``), ``report.md`` (the same for plain-text readers)
+and the PNG figures (``figures``):
 
-- ``forest.png``: every idea's mean paired difference with its 95% CI and the +-margin band,
-  oriented so that right = treatment better;
-- ``pairs-<IDEA>.png``: each seed's paired difference, with the mean and CI;
+- ``forest.png``: every idea's oriented mean difference with its CI, one panel per metric;
+- ``pairs-<IDEA>.png``: each seed's paired difference, mean, CI and the +-margin band;
 - ``forest-<IDEA>.png`` (ideas run in several settings): one line per setting and the pooled
   random-effects estimate as a diamond, oriented like ``forest.png``;
-- ``diag-<IDEA>.png``: the idea's diagnostic curves (``IdeaSpec.diagnostics``), mean over
-  seeds, control vs treatment (a pooled idea: its first setting; per-block curves are drawn
-  at the last epoch, by block).
+- ``curves-<IDEA>.png``: every arm's train/validation loss and validation accuracy per epoch;
+- ``diag-<IDEA>.png``: the idea's diagnostic curves (``IdeaSpec.diagnostics``), every arm.
 
-Everything is computed from ``confirm.Outcome``; ``dagstudy report`` rebuilds that from the
+Everything is computed from ``analyse.Outcome`` and the run's provenance (``meta``: file,
+command, date, versions, commit); ``dagstudy report`` rebuilds both from the
 ``confirmation.json`` artifact in MLflow, so a report can be regenerated from MLflow alone.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from dagstudy.confirmation.analyse import Outcome  # noqa: E402
-from dagstudy.confirmation.plan import qualify  # noqa: E402
-from dagstudy.confirmation.spec import ConfirmSpec  # noqa: E402
-
-COLUMNS = ("idea", "metric", "control_mean", "treatment_mean", "diff", "ci_low", "ci_high",
-           "d_z", "p_adjusted", "verdict", "seeds")
-
-
-def _num(x: Any) -> float | None:
-    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else float(x)
+from dagstudy.confirmation import figures
+from dagstudy.confirmation.analyse import Outcome
+from dagstudy.confirmation.document import document, fmt
+from dagstudy.confirmation.spec import ConfirmSpec
 
 
 def verdict_rows(outcome: Outcome) -> list[dict[str, Any]]:
@@ -47,28 +32,29 @@ def verdict_rows(outcome: Outcome) -> list[dict[str, Any]]:
     rows = []
     for v, a in zip(outcome.verdicts, outcome.analyses):
         row = v.to_dict()
-        row.update(idea=a.idea, metric=a.metric, secondary=a.secondary, settings=a.settings,
-                   pooled=a.pooled)
+        row.update(idea=a.idea, metric=a.metric, secondary=_jsonable(a.secondary),
+                   settings=_jsonable(a.settings), pooled=_jsonable(a.pooled))
         row.pop("name", None)
         rows.append(row)
     return rows
 
 
-def _fmt(x: Any, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}" if abs(x) < 1e-3 and x != 0 else f"{x:.{digits}f}"
-    return str(x)
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def table_line(row: dict[str, Any]) -> str:
     """One markdown table row (also the live progress line of ``dagstudy confirm``)."""
-    ci = f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
-    cells = [row["idea"], row["metric"], _fmt(row["control_mean"]), _fmt(row["treatment_mean"]),
-             f"{_fmt(row['diff'])} {ci}", _fmt(row["d_z"], 2), _fmt(row["p_adjusted"], 3),
-             f"**{row['verdict']}**", str(row["seeds"]),
-             "-" if row["seeds_needed"] is None else str(row["seeds_needed"])]
+    ci = f"[{fmt(row['ci_low'], 3)}, {fmt(row['ci_high'], 3)}]"
+    cells = [row["idea"], row["metric"], fmt(row["control_mean"]), fmt(row["treatment_mean"]),
+             f"{fmt(row['diff'], 3)} {ci}", fmt(row["d_z"], 2), fmt(row["p_adjusted"], 2),
+             row["verdict"], str(row["seeds"]), fmt(row["seeds_needed"])]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -76,55 +62,23 @@ TABLE_HEAD = ("| idea | metric | control | treatment | diff [95% CI] | d_z | adj
               "| seeds | seeds needed |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
-def _forest(rows: list[dict], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
-    for i, r in enumerate(reversed(rows)):
-        sign = 1 if r["higher_is_better"] else -1
-        lo, hi = sorted([sign * (r["ci_low"] or 0), sign * (r["ci_high"] or 0)])
-        m = r["margin"]
-        ax.add_patch(plt.Rectangle((-m, i - 0.35), 2 * m, 0.7, color="0.9", zorder=0))
-        ax.plot([lo, hi], [i, i], color="k")
-        color = {"confirmed": "tab:green", "ruled out": "tab:red"}.get(r["verdict"], "tab:gray")
-        ax.plot(sign * (r["diff"] or 0), i, "o", color=color)
-    ax.axvline(0, color="k", lw=0.5)
-    ax.set_yticks(range(len(rows)), [r["idea"] for r in reversed(rows)])
-    ax.set_xlabel("treatment - control, oriented (right = treatment better); grey = +-margin")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _setting_forest(row: dict, path: Path) -> None:
-    """Meta-analysis forest plot: per setting the effect and CI, the pooled diamond below."""
-    sign = 1 if row["higher_is_better"] else -1
-    pooled, settings = row["pooled"], row["settings"]
-    on_diff = pooled["scale"] == "diff"
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(settings) + 1.8))
-    for i, s in enumerate(settings):
-        y = len(settings) - i
-        if on_diff:
-            lo, hi = s["ci_low"] or 0.0, s["ci_high"] or 0.0
-        else:
-            half = 1.96 * math.sqrt(s["variance"])
-            lo, hi = s["effect"] - half, s["effect"] + half
-        lo, hi = sorted([sign * lo, sign * hi])
-        ax.plot([lo, hi], [y, y], color="k")
-        ax.plot(sign * s["effect"], y, "s", color="tab:blue",
-                markersize=4 + 8 * math.sqrt(s["weight"]))
-    lo, hi = sorted([sign * pooled["ci_low"], sign * pooled["ci_high"]])
-    est = sign * pooled["estimate"]
-    ax.fill([lo, est, hi, est], [0, 0.25, 0, -0.25], color="tab:green"
-            if row["verdict"] == "confirmed" else "tab:gray")
-    ax.axvline(0, color="k", lw=0.5)
-    labels = [s["setting"] for s in settings] + [f"pooled (p {pooled['p']:.3g})"]
-    ax.set_yticks(list(range(len(settings), 0, -1)) + [0], labels, fontsize=7)
-    unit = "treatment - control" if on_diff else "d_z"
-    ax.set_xlabel(f"{unit}, oriented (right = treatment better)")
-    ax.set_title(f"{row['idea']}: {pooled['agreement']}, I^2 {pooled['i2']:.0%}, "
-                 f"tau^2 {pooled['tau2']:.2g}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _markdown(spec: ConfirmSpec, rows: list[dict], outcome: Outcome,
+              files: dict[str, list[str]], meta: dict[str, Any]) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
+    lines = [f"# Confirmation: {spec.name}", "",
+             f"Run {meta.get('date', '-')} with dagstudy {meta.get('dagstudy', '-')} (commit "
+             f"{meta.get('commit') or '-'}; {versions}).", "",
+             f"{len(rows)} ideas, paired by seed, {spec.test} test, Holm across ideas at "
+             f"alpha {spec.alpha}; {outcome.looks} look(s). report.html has the arms, the "
+             "figures and the methods.", "", TABLE_HEAD]
+    lines += [table_line(r) for r in rows]
+    lines += ["", "![forest](forest.png)", ""]
+    for r in rows:
+        lines += [f"## {r['idea']}", "", f"{r['verdict']}: {r['reason']}.", ""]
+        if r["pooled"]:
+            lines += settings_lines(r) + [""]
+        lines += [f"![{f}]({f})" for f in files.get(r["idea"], [])] + [""]
+    return "\n".join(lines)
 
 
 SETTINGS_HEAD = ("| setting | control | treatment | diff [95% CI] | d_z | p | weight |\n"
@@ -132,146 +86,63 @@ SETTINGS_HEAD = ("| setting | control | treatment | diff [95% CI] | d_z | p | we
 
 
 def settings_lines(row: dict) -> list[str]:
-    """The per-setting table of a pooled idea, its pooled row last."""
+    """The per-setting table of a pooled idea (markdown), its pooled row last."""
     pooled = row["pooled"]
     lines = [SETTINGS_HEAD]
     for s in row["settings"]:
-        lines.append(f"| {s['setting']} | {_fmt(s['control_mean'])} | "
-                     f"{_fmt(s['treatment_mean'])} | {_fmt(s['diff'])} [{_fmt(s['ci_low'])}, "
-                     f"{_fmt(s['ci_high'])}] | {_fmt(s['d_z'], 2)} | {_fmt(s['p'], 3)} | "
+        lines.append(f"| {s['setting']} | {fmt(s['control_mean'])} | "
+                     f"{fmt(s['treatment_mean'])} | {fmt(s['diff'])} [{fmt(s['ci_low'])}, "
+                     f"{fmt(s['ci_high'])}] | {fmt(s['d_z'], 2)} | {fmt(s['p'], 3)} | "
                      f"{s['weight']:.2f} |")
     unit = "" if pooled["scale"] == "diff" else " (d_z)"
-    lines.append(f"| **pooled**, random effects{unit} | {_fmt(row['control_mean'])} | "
-                 f"{_fmt(row['treatment_mean'])} | {_fmt(pooled['estimate'])} "
-                 f"[{_fmt(pooled['ci_low'])}, {_fmt(pooled['ci_high'])}] | - | "
-                 f"{_fmt(pooled['p'], 3)} | I^2 {pooled['i2']:.0%}, tau^2 {_fmt(pooled['tau2'])} |")
+    lines.append(f"| **pooled**, random effects{unit} | {fmt(row['control_mean'])} | "
+                 f"{fmt(row['treatment_mean'])} | {fmt(pooled['estimate'])} "
+                 f"[{fmt(pooled['ci_low'])}, {fmt(pooled['ci_high'])}] | - | "
+                 f"{fmt(pooled['p'], 3)} | I^2 {pooled['i2']:.0%}, tau^2 {fmt(pooled['tau2'])} |")
     opposite = ", ".join(pooled["opposite"]) or "none"
-    lines += ["", f"Settings **{pooled['agreement']}**; opposite sign: {opposite}. p per setting "
-              "is unadjusted; the pooled p is the stratified sign-flip permutation test (the "
+    lines += ["", f"Settings {pooled['agreement']}; opposite sign: {opposite}. p per setting is "
+              "unadjusted; the pooled p is the stratified sign-flip permutation test (the "
               "verdict, Holm-adjusted in the table above)."]
     return lines
 
 
-def _pairs(analysis, verdict_row: dict, path: Path) -> None:
-    d = analysis.treatment - analysis.control
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(range(len(d)), d, "o", label="seed pairs")
-    ax.axhline(verdict_row["diff"] or 0, color="k", label="mean")
-    ax.axhspan(verdict_row["ci_low"] or 0, verdict_row["ci_high"] or 0, color="0.85",
-               label="95% CI")
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xlabel("pair (seed)")
-    ax.set_ylabel(f"treatment - control ({analysis.metric})")
-    ax.set_title(f"{analysis.idea}: {verdict_row['verdict']}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def ordered(arms: dict[str, dict]) -> dict[str, dict]:
+    """An idea's arms with control and treatment first, the others in their planned order."""
+    first = [a for a in ("control", "treatment") if a in arms]
+    return {a: arms[a] for a in first + [a for a in arms if a not in first]}
 
 
-def _seed_mean(epoch_values: list) -> Any:
-    """Mean over seeds of one epoch's per-seed values (scalars or per-block lists)."""
-    arr = np.asarray([[np.nan if x is None else x for x in v] if isinstance(v, list)
-                      else (np.nan if v is None else v) for v in epoch_values], float)
-    with warnings.catch_warnings():  # an epoch where no seed has a value (no revival event)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(arr, axis=0)
+def _seeds(arms: dict[str, dict]) -> list[int]:
+    return next(iter(arms.values()))["seeds"] if arms else []
 
 
-def _diagnostics(idea: str, names: list[str], arms: dict[str, dict], path: Path) -> bool:
-    names = [n for n in names if any(n in r.get("curves", {}) for r in arms.values())]
-    if not names:
-        return False
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        for arm in ("control", "treatment"):
-            curve = arms.get(arm, {}).get("curves", {}).get(name)
-            if not curve:
-                continue
-            last = _seed_mean(curve[-1])
-            if np.ndim(last):
-                ax.plot(range(len(last)), last, "o-", label=arm)
-                ax.set_xlabel("block (last epoch)")
-            else:
-                ax.plot(range(1, len(curve) + 1), [_seed_mean(e) for e in curve], ".-", label=arm)
-                ax.set_xlabel("epoch")
-        ax.set_title(name)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.suptitle(idea)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def _markdown(spec: ConfirmSpec, rows: list[dict], outcome: Outcome, figures: list[str]) -> str:
-    lines = [f"# Confirmation: {spec.name}", "",
-             f"{len(rows)} ideas, paired by seed, {spec.test} test, Holm across ideas at "
-             f"alpha {spec.alpha}; {outcome.looks} look(s).", "", TABLE_HEAD]
-    lines += [table_line(r) for r in rows]
-    lines += ["", "diff = treatment - control in the metric's units; for a loss, negative is "
-              "better. 'seeds needed' estimates the total pairs that would likely decide an "
-              "inconclusive idea.", "", "![forest](forest.png)", ""]
-    for r in rows:
-        lines += [f"## {r['idea']}", "", f"{r['reason']}.", ""]
-        if r["pooled"]:
-            lines += settings_lines(r) + [""]
-        for s in r["secondary"]:
-            lines.append("- " + ", ".join(f"{k}: {_fmt(v) if isinstance(v, float) else v}"
-                                          for k, v in s.items()))
-        lines += [""] + [f"![{f}]({f})" for f in figures if r["idea"] in f] + [""]
-    return "\n".join(lines)
-
-
-def _html(markdown_text: str, out: Path) -> str:
-    """A self-contained HTML page: the markdown as preformatted text plus the inlined figures."""
-    body = []
-    for line in markdown_text.splitlines():
-        if line.startswith("![") and line.endswith(")"):
-            name = line[line.index("(") + 1 : -1]
-            data = base64.b64encode((out / name).read_bytes()).decode()
-            body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line:
-            body.append(f"<pre>{html.escape(line)}</pre>")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>dagstudy report</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-            "pre{margin:0;white-space:pre-wrap}img{max-width:100%}</style></head><body>"
-            + "\n".join(body) + "</body></html>")
-
-
-def _first_setting(arms: dict[str, dict], row: dict) -> dict[str, dict]:
-    """The arms of a pooled idea's first setting by plain arm name (what the diagnostics
-    figure draws); an unpooled idea's arms as they are."""
-    if not row["pooled"]:
-        return arms
-    prefix = qualify(row["settings"][0]["setting"], "")
-    return {name.removeprefix(prefix): r for name, r in arms.items() if name.startswith(prefix)}
-
-
-def write_report(spec: ConfirmSpec, outcome: Outcome, out: Path) -> list[Path]:
-    """Write every report file into ``out``; returns their paths."""
+def write_report(spec: ConfirmSpec, outcome: Outcome, out: Path,
+                 meta: dict[str, Any] | None = None) -> list[Path]:
+    """Write every report file into ``out``; returns their paths. ``meta``: the run's
+    provenance (``provenance.provenance``), shown in the header."""
+    meta = meta or {}
     out.mkdir(parents=True, exist_ok=True)
     rows = verdict_rows(outcome)
     (out / "verdicts.json").write_text(json.dumps(rows, indent=2))
-    _forest(rows, out / "forest.png")
-    figures = []
+    figures.forest(rows, out / "forest.png")
+    files: dict[str, list[str]] = {"": ["forest.png"]}
+    results = {idea: ordered(arms) for idea, arms in outcome.results.items()}
     for analysis, row in zip(outcome.analyses, rows):
-        name = f"pairs-{analysis.idea}.png"
-        _pairs(analysis, row, out / name)
-        figures.append(name)
+        idea, arms = analysis.idea, results[analysis.idea]
+        names = [f"pairs-{idea}.png"]
+        diffs = analysis.treatment - analysis.control
+        seeds = _seeds(arms) * (len(row["settings"]) if row["pooled"] else 1)  # per setting
+        figures.pairs(idea, analysis.metric, seeds[: len(diffs)], diffs, row, out / names[0])
         if row["pooled"]:
-            name = f"forest-{analysis.idea}.png"
-            _setting_forest(row, out / name)
-            figures.append(name)
-        diag = f"diag-{analysis.idea}.png"
-        if _diagnostics(analysis.idea, spec.ideas[analysis.idea].diagnostics,
-                        _first_setting(outcome.results[analysis.idea], row), out / diag):
-            figures.append(diag)
-    text = _markdown(spec, rows, outcome, figures)
-    (out / "report.md").write_text(text)
-    (out / "report.html").write_text(_html(text, out))
+            figures.setting_forest(row, out / f"forest-{idea}.png")
+            names.append(f"forest-{idea}.png")
+        if figures.learning_curves(idea, arms, out / f"curves-{idea}.png"):
+            names.append(f"curves-{idea}.png")
+        if figures.diagnostics(idea, spec.ideas[idea].diagnostics, arms,
+                               out / f"diag-{idea}.png"):
+            names.append(f"diag-{idea}.png")
+        files[idea] = names
+    (out / "report.md").write_text(_markdown(spec, rows, outcome, files, meta))
+    (out / "report.html").write_text(
+        document(spec, rows, results, files, outcome.looks, meta, out))
     return sorted(out.iterdir())

@@ -6,7 +6,9 @@ and (where the architectures match) the initial weights, so each seed gives one 
 applies the verdict rule with Holm across all ideas of the run (``verdict.decide``); in
 sequential mode it adds seeds in looks to ideas still inconclusive, each look at its
 alpha-spending level. ``run_confirmation`` adds the progress lines, the report and the MLflow
-records; ``regenerate`` rewrites a report from MLflow alone. This module imports neither Ray
+records (an arm's run is created as its training is launched and completed with its per-epoch
+metrics when it returns; the verdicts go on the parent run); ``regenerate`` rewrites a report
+from MLflow alone. This module imports neither Ray
 nor MLflow directly (tracking goes through ``dagstudy.tracking``).
 """
 
@@ -27,10 +29,17 @@ from dagstudy import stats
 from dagstudy.confirmation.analyse import IdeaAnalysis, Outcome, analyse
 from dagstudy.confirmation.plan import ArmJob, Experiment, Runner, check_data, plan
 from dagstudy.confirmation.pooling import pooled_reason
+from dagstudy.confirmation.provenance import provenance
 from dagstudy.confirmation.report import TABLE_HEAD, table_line, verdict_rows, write_report
 from dagstudy.confirmation.spec import ConfirmSpec
 from dagstudy.confirmation.verdict import Verdict, decide
-from dagstudy.tracking.confirmation import download_confirmation, log_arm, log_report
+from dagstudy.tracking.confirmation import (
+    download_confirmation,
+    end_arm,
+    log_report,
+    log_verdicts,
+    start_arm,
+)
 from dagstudy.tracking.tracker import Tracker
 
 
@@ -71,9 +80,11 @@ def confirm(
     ideas: list[str] | None = None,
     on_result: Callable[[ArmJob, dict], None] | None = None,
     on_look: Callable[[int, list[Verdict]], None] | None = None,
+    on_start: Callable[[ArmJob], None] | None = None,
 ) -> Outcome:
     """Run every arm of every (selected) idea, then decide; in sequential mode, add seeds in
-    looks for ideas still inconclusive, each look at its alpha-spending level."""
+    looks for ideas still inconclusive, each look at its alpha-spending level. ``on_start(job)``
+    is called as each arm's training is launched, ``on_result(job, result)`` as it returns."""
     experiments = [e for e in plan(spec) if ideas is None or e.idea in ideas]
     if not experiments:
         raise ValueError(f"--ideas: none of {ideas} is in the file (has: {', '.join(spec.ideas)})")
@@ -88,7 +99,7 @@ def confirm(
     for look, alpha in enumerate(alphas, start=1):
         jobs = [ArmJob(e.idea, arm, cfg, tuple(seeds)) for e in experiments
                 if e.idea in open_ideas for arm, cfg in e.arms.items()]
-        for job, result in _run_deduplicated(runner, jobs):
+        for job, result in _run_deduplicated(runner, jobs, on_start):
             results[job.idea][job.arm] = _merge(results[job.idea].get(job.arm), result)
             if on_result:
                 on_result(job, result)
@@ -129,24 +140,34 @@ def reanalyse(spec: ConfirmSpec, results: dict[str, dict[str, dict]],
     return Outcome([Verdict.from_dict(v) for v in verdicts], analyses, results, looks)
 
 
-def _run_deduplicated(runner: Runner, jobs: list[ArmJob]):
-    """Run each distinct (config, seeds) once and hand its result to every job that asked."""
+def _run_deduplicated(runner: Runner, jobs: list[ArmJob],
+                      on_start: Callable[[ArmJob], None] | None = None):
+    """Run each distinct (config, seeds) once and hand its result to every job that asked
+    (``on_start`` too: every job whose training is launched, twins included)."""
     unique: dict[str, ArmJob] = {}
     for job in jobs:
         unique.setdefault(job.key, job)
     by_key: dict[str, list[ArmJob]] = {}
     for job in jobs:
         by_key.setdefault(job.key, []).append(job)
-    for job, result in runner(list(unique.values())):
+
+    def started(job: ArmJob) -> None:
+        for twin in by_key[job.key]:
+            on_start(twin)
+
+    launched = runner(list(unique.values()), on_start=started if on_start else None)
+    for job, result in launched:
         for twin in by_key[job.key]:
             yield twin, result
 
 
 class Progress:
-    """Arms done / total with ETA on stderr; each idea's row on stdout as soon as its arms are
-    in (unadjusted p: Holm needs every idea), then the final table."""
+    """Arms done / total with ETA on stderr (each arm's final value of its idea's metric);
+    each idea's row on ``rows`` (stdout) as soon as its arms are in (unadjusted p: Holm needs
+    every idea), then the final table."""
 
-    def __init__(self, experiments: list[Experiment], spec: ConfirmSpec):
+    def __init__(self, experiments: list[Experiment], spec: ConfirmSpec, rows=sys.stdout):
+        self.rows = rows
         self.experiments = {e.idea: e for e in experiments}
         self.spec = spec
         self.results: dict[str, dict[str, dict]] = {e.idea: {} for e in experiments}
@@ -160,10 +181,11 @@ class Progress:
             self.done += 1
             elapsed = time.monotonic() - self.start
             eta = elapsed / self.done * max(self.total - self.done, 0)
-            acc = result["test_accuracy"]["mean"]
+            metric = self.experiments[job.idea].spec.metric
+            value = result.get(metric, {}).get("mean") if metric != "epochs" else None
+            shown = f"{metric} {value:.4g}" if value is not None else f"{result['epochs']} epochs"
             print(f"[{self.done}/{self.total} arms, {elapsed:.0f}s, eta {eta:.0f}s] {job.idea} "
-                  f"{job.arm}: test_accuracy {'-' if acc is None else f'{acc:.4f}'}",
-                  file=sys.stderr, flush=True)
+                  f"{job.arm}: {shown}", file=sys.stderr, flush=True)
         exp = self.experiments[job.idea]
         arms = self.results[job.idea]
         arms[job.arm] = result
@@ -173,32 +195,46 @@ class Progress:
             print(f"{job.idea}: {a.metric} control {r.control_mean:.4f} treatment "
                   f"{r.treatment_mean:.4f} diff {r.diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
                   f" d_z {r.d_z:.2f} p {r.p:.3g} (unadjusted; verdicts after all ideas)",
-                  flush=True)
+                  file=self.rows, flush=True)
 
 
 def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Path,
-                     tracker: Tracker | None = None) -> Outcome:
-    """Run, print the verdict table, write the report to ``out`` and, with a ``tracker``, one
-    MLflow run per arm (tags: idea, arm, seeds) under a parent run holding the report."""
+                     tracker: Tracker | None = None, *, meta: dict[str, Any] | None = None,
+                     stdout=sys.stdout) -> Outcome:
+    """Run, print the verdict table on ``stdout``, write the report to ``out`` and, with a
+    ``tracker``, one MLflow run per arm (tags: idea, arm, seeds; created as the arm's training
+    is launched) under a parent run holding the verdicts and the report. ``meta``: the run's
+    provenance for the report (default: ``provenance()`` of this process)."""
+    meta = meta or provenance()
     experiments = [e for e in plan(spec) if ideas is None or e.idea in ideas]
-    progress = Progress(experiments, spec)
+    progress = Progress(experiments, spec, rows=stdout)
+    arm_runs: dict[tuple[str, str], str | None] = {}
+    print(f"{progress.total} arms of {len(experiments)} ideas to train; first results when "
+          "an arm finishes", file=sys.stderr, flush=True)
+
+    def on_start(job: ArmJob) -> None:
+        if tracker is not None:
+            arm_runs[job.idea, job.arm] = start_arm(tracker, job.idea, job.arm,
+                                                    job.config.model_dump(), list(job.seeds))
 
     def on_result(job: ArmJob, result: dict) -> None:
         progress.arm(job, result)
         if tracker is not None:
-            log_arm(tracker, job.idea, job.arm, result)
+            end_arm(tracker, arm_runs.pop((job.idea, job.arm), None), job.idea, job.arm, result)
 
-    outcome = confirm(spec, runner, ideas=ideas, on_result=on_result)
-    print(f"\n{TABLE_HEAD}")
-    for row in verdict_rows(outcome):
-        print(table_line(row))
-    write_report(spec, outcome, out)
+    outcome = confirm(spec, runner, ideas=ideas, on_result=on_result, on_start=on_start)
+    rows = verdict_rows(outcome)
+    print(f"\n{TABLE_HEAD}", file=stdout)
+    for row in rows:
+        print(table_line(row), file=stdout)
+    write_report(spec, outcome, out, meta)
     (out / "confirmation.json").write_text(json.dumps({
         "spec": spec.model_dump(), "results": outcome.results, "looks": outcome.looks,
-        "verdicts": [v.to_dict() for v in outcome.verdicts]}))
+        "verdicts": [v.to_dict() for v in outcome.verdicts], "meta": meta}))
     if tracker is not None:
+        log_verdicts(tracker, rows)
         log_report(tracker, out)
-    print(f"\nreport: {out / 'report.md'}  ({out / 'report.html'})")
+    print(f"\nreport: {out / 'report.html'}  ({out / 'report.md'})", file=stdout)
     return outcome
 
 
@@ -208,4 +244,4 @@ def regenerate(tracking_uri: str, run_id: str, out: Path) -> list[Path]:
     saved = json.loads(download_confirmation(tracking_uri, run_id, out).read_text())
     spec = ConfirmSpec(**saved["spec"])
     outcome = reanalyse(spec, saved["results"], saved["verdicts"], saved["looks"])
-    return write_report(spec, outcome, out)
+    return write_report(spec, outcome, out, saved.get("meta"))

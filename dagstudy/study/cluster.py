@@ -29,15 +29,19 @@ PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 def ray_runner(
     resources: Resources | None = None, device: str = "auto"
 ) -> Callable[[list], Iterable[tuple[Any, dict[str, Any]]]]:
-    """A ``confirm.Runner`` over Ray tasks: every job launched at once, each result yielded as
-    it finishes. Connect Ray first (``connect_ray``)."""
+    """A ``confirm.Runner`` over Ray tasks: every job launched at once (``on_start(job)`` just
+    before each), each result yielded as it finishes. Connect Ray first (``connect_ray``)."""
     res = resources or Resources()
 
-    def run(jobs: list) -> Iterable[tuple[Any, dict[str, Any]]]:
+    def run(jobs: list, on_start: Callable[[Any], None] | None = None
+            ) -> Iterable[tuple[Any, dict[str, Any]]]:
         opts = dict(num_cpus=res.cpus, num_gpus=res.gpu, max_retries=1)
-        refs = {_train_job_task.options(**opts).remote(job.config.model_dump(), list(job.seeds),
-                                                       device, max(1, int(res.cpus))): job
-                for job in jobs}
+        refs = {}
+        for job in jobs:
+            if on_start is not None:
+                on_start(job)
+            refs[_train_job_task.options(**opts).remote(
+                job.config.model_dump(), list(job.seeds), device, max(1, int(res.cpus)))] = job
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             yield refs.pop(ready[0]), ray.get(ready[0])

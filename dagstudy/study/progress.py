@@ -38,13 +38,25 @@ def format_status(s: Status) -> str:
             f"elapsed {_clock(s.elapsed)}, ETA {_clock(s.eta)}")
 
 
-def progress_printer(stream=sys.stderr) -> Callable[[Status], None]:
-    """Live progress on ``stream``: one line rewritten in place on a terminal, else a new
-    line whenever the counts change."""
+def first_trial_line(s: Status) -> str:
+    """The line shown once, as soon as the first trials run (before any has finished)."""
+    return (f"[{s.study}] first trial running ({s.running} in flight); progress follows as "
+            "trials finish")
+
+
+def progress_printer(stream=None) -> Callable[[Status], None]:
+    """Live progress on ``stream`` (default: ``sys.stderr`` as it is when called): once,
+    ``first_trial_line`` as soon as a trial runs; then one line rewritten in place on a
+    terminal, else a new line whenever the counts change."""
+    stream = stream or sys.stderr
     last: list[str] = [""]
+    announced = [False]
     tty = stream.isatty()
 
     def show(status: Status) -> None:
+        if not announced[0] and status.running:
+            announced[0] = True
+            stream.write(first_trial_line(status) + "\n")
         line = format_status(status)
         key = line.split("; elapsed")[0]
         if tty:

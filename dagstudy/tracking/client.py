@@ -90,3 +90,28 @@ def short_http_retries():
     finally:
         for key in added:
             os.environ.pop(key, None)
+
+
+LOCAL_UI = "http://127.0.0.1:5000"
+"""Where ``dagstudy ui`` serves a local store's MLflow UI by default."""
+
+
+def runs_url(tracking_uri: str, experiment_id: str | None) -> str | None:
+    """The MLflow UI page of an experiment's runs table: on the tracking server itself, or for
+    a local store on ``dagstudy ui``'s default address. None without an experiment."""
+    if experiment_id is None:
+        return None
+    base = (redact_url(tracking_uri).rstrip("/")
+            if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI)
+    return f"{base}/#/experiments/{experiment_id}/runs"
+
+
+def experiment_runs_url(tracking_uri: str, experiment: str) -> str | None:
+    """``runs_url`` of the experiment named ``experiment``; None when MLflow does not answer
+    or has no such experiment (a URL is a convenience, never an error)."""
+    try:
+        with short_http_retries():
+            found = open_client(tracking_uri).get_experiment_by_name(experiment)
+    except Exception:
+        return None
+    return runs_url(tracking_uri, found.experiment_id if found else None)

@@ -1,5 +1,7 @@
-"""Per-trial and per-study figures (matplotlib's object API, no global state): learning curves,
-dead fraction, parameter importances, optimisation history."""
+"""Per-trial and per-study figures (matplotlib's object API, no global state): learning curves
+(each seed thin, the mean over seeds bold; test metrics are final only, never per epoch), dead
+fraction, parameter importances (naming the method and the number of trials they rest on) and
+the optimisation history (complete trials, and pruned ones at their last reported value)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import optuna
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _series(rows: list[dict], name: str) -> list[list[float]]:
@@ -16,13 +19,22 @@ def _series(rows: list[dict], name: str) -> list[list[float]]:
             for seed_values in zip(*(row[name] for row in rows))]
 
 
+LABELS = {"train_loss": "training loss", "val_loss": "validation loss",
+          "val_accuracy": "validation accuracy (fraction)"}
+
+
 def plot_learning_curves(rows: list[dict], seeds: list[int], title: str, path: Path) -> None:
     fig = Figure(figsize=(10, 3.5), layout="constrained")
     epochs = [row["epoch"] for row in rows]
-    for ax, name in zip(fig.subplots(1, 3), ("train_loss", "val_loss", "val_accuracy")):
-        for seed, values in zip(seeds, _series(rows, name)):
-            ax.plot(epochs, values, marker=".", label=f"seed {seed}")
-        ax.set(xlabel="epoch", title=name)
+    for ax, name in zip(fig.subplots(1, 3), LABELS):
+        series = _series(rows, name)
+        for seed, values in zip(seeds, series):
+            ax.plot(epochs, values, marker=".", lw=0.8, alpha=0.6, label=f"seed {seed}")
+        finite = [[v for v in epoch if not math.isnan(v)] for epoch in zip(*series)]
+        ax.plot(epochs, [sum(v) / len(v) if v else math.nan for v in finite], "k-", marker="o",
+                lw=2, label="mean over seeds")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="epoch", ylabel=LABELS[name], title=name)
     fig.axes[0].legend(fontsize="small")
     fig.suptitle(title)
     fig.savefig(path, dpi=80)
@@ -45,24 +57,48 @@ def plot_dead_fraction(rows: list[dict], seeds: list[int], title: str, path: Pat
     fig.savefig(path, dpi=80)
 
 
-def plot_importances(importances: dict[str, float], path: Path) -> None:
-    fig = Figure(figsize=(6, 0.4 * len(importances) + 1.2), layout="constrained")
+IMPORTANCE_METHOD = "Optuna's default evaluator (PED-ANOVA)"
+"""How ``query.param_importances`` computes importances (named on the figure)."""
+
+
+def plot_importances(importances: dict[str, float], path: Path, n_trials: int) -> None:
+    """Importances as bars, titled with the method and ``n_trials`` (complete trials) they
+    rest on: with few trials they are a rough guide."""
+    fig = Figure(figsize=(6.5, 0.4 * len(importances) + 1.6), layout="constrained")
     ax = fig.subplots()
     names = list(importances)[::-1]
     ax.barh(names, [importances[n] for n in names])
-    ax.set(xlabel="importance", title="parameter importances")
+    caveat = " (few trials: a rough guide)" if n_trials < 30 else ""
+    ax.set(xlabel="importance (fraction of the objective's variation)",
+           title=f"parameter importances, n = {n_trials} complete trials{caveat}")
+    fig.suptitle(IMPORTANCE_METHOD, fontsize=9)
     fig.savefig(path, dpi=80)
 
 
-def plot_history(study: optuna.Study, path: Path) -> None:
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+def plot_history(study: optuna.Study, path: Path) -> Figure:
+    """Complete trials' objectives with the best so far, and pruned trials at the last value
+    they reported (where the pruner stopped them); failed trials are counted in the title.
+    Returns the figure saved to ``path``."""
+    state = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == state.COMPLETE]
+    pruned = [t for t in trials if t.state == state.PRUNED and t.intermediate_values]
+    failed = sum(t.state == state.FAIL for t in trials)
     fig = Figure(figsize=(7, 3.5), layout="constrained")
     ax = fig.subplots()
     numbers, values = [t.number for t in done], [t.value for t in done]
-    ax.scatter(numbers, values, s=12, label="trial")
-    pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-    best = [pick(values[: i + 1]) for i in range(len(values))]
-    ax.step(numbers, best, where="post", color="C1", label="best so far")
-    ax.set(xlabel="trial", ylabel="objective", title=f"optimisation history: {study.study_name}")
+    ax.scatter(numbers, values, s=14, label="complete")
+    if pruned:
+        last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
+        ax.scatter([t.number for t in pruned], last, s=18, marker="x", color="C3",
+                   label="pruned (last reported value)")
+    if values:
+        pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+        best = [pick(values[: i + 1]) for i in range(len(values))]
+        ax.step(numbers, best, where="post", color="C1", label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="trial number", ylabel="objective",
+           title=f"optimisation history: {study.study_name} ({failed} failed, not shown)")
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=80)
+    return fig

@@ -1,13 +1,18 @@
 """What a finished trial leaves behind, shaped for MLflow.
 
 ``TrialRecord`` is what the driver knows of a finished trial (it is spooled as JSON);
-``epoch_metrics`` / ``final_metrics`` turn it into MLflow metrics; ``flat_params`` flattens a
-configuration into params; ``ideas_touched`` names the IDEAS.md ideas a configuration
-exercises (from the registry ``dagstudy.ideas``); ``trial_run_id`` finds a trial's MLflow run.
+``epoch_metrics`` / ``final_metrics`` turn it into MLflow metrics; ``config_params`` flattens
+the fields a configuration uses into params (``flat_params`` any settings), ``config_hash``
+names a configuration for grouping its per-seed runs; ``trial_run_id`` finds a trial's MLflow
+run.
+
+Test metrics (``test_*``) are never logged per epoch: only at the end of training, as final
+metrics, so nothing invites selecting on the test set.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -41,12 +46,40 @@ class TrialRecord:
 
 
 def flat_params(prefix: str, value: Any) -> dict[str, str]:
+    """``value`` flattened to MLflow params (``a.b`` keys, lists as JSON); None values and
+    empty dicts leave no param."""
     if isinstance(value, dict):
         out: dict[str, str] = {}
         for k, v in value.items():
             out.update(flat_params(f"{prefix}.{k}" if prefix else str(k), v))
         return out
+    if value is None:
+        return {}
     return {prefix: json.dumps(value) if isinstance(value, (list, tuple)) else str(value)}
+
+
+UNUSED_UNLESS = {"synthetic": ("dataset", "synthetic"), "fanin_wiring": ("topology", "fanin")}
+"""Config fields that matter only when another field has a value: field -> (field, value)."""
+
+
+def used_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a ``TrainConfig`` dict that this configuration uses: without None values
+    and without ``UNUSED_UNLESS`` fields whose condition does not hold (a digits run has no
+    ``synthetic.*``, a DAG no ``fanin_wiring``)."""
+    return {k: v for k, v in config.items() if v is not None
+            and (k not in UNUSED_UNLESS or config.get(UNUSED_UNLESS[k][0]) == UNUSED_UNLESS[k][1])}
+
+
+def config_params(config: dict[str, Any]) -> dict[str, str]:
+    """MLflow params of a ``TrainConfig`` dict: the fields it uses, flattened."""
+    return flat_params("", used_config(config))
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """12 hex digits naming a configuration (its used fields): the ``dagstudy.config_hash`` tag
+    shared by a trial's or arm's per-seed runs, so MLflow groups them."""
+    text = json.dumps(used_config(config), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def _is_seed_scalars(values: Any) -> bool:
@@ -58,19 +91,49 @@ def _finite(values: list) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(v)]
 
 
-def epoch_metrics(rows: list[dict[str, Any]], seeds: list[int], timestamp: int) -> list[Metric]:
-    """Per-epoch metrics: each per-seed scalar as its mean and per seed, step = epoch."""
+def logged_per_epoch(name: str) -> bool:
+    """Whether metric ``name`` is logged every epoch (test metrics only at the end)."""
+    return name != "epoch" and not name.startswith("test_")
+
+
+def epoch_timestamps(rows: list[dict[str, Any]], end_ms: int) -> list[int]:
+    """Wall-clock ms of each row's epoch, from the trainer's elapsed ``seconds`` and
+    ``end_ms``, the time the results reached the driver (training ended by then): epoch ``e``
+    ended ``last seconds - seconds[e]`` before the last one. Increasing with the epoch, and
+    never before training started; rows without ``seconds`` get ``end_ms``."""
+    def seconds(row: dict[str, Any]) -> float | None:
+        values = _finite(row.get("seconds") or [])
+        return max(values) if values else None
+
+    last = seconds(rows[-1]) if rows else None
     out = []
     for row in rows:
+        s = seconds(row)
+        out.append(end_ms if s is None or last is None else end_ms - round((last - s) * 1000))
+    return out
+
+
+def training_start_ms(rows: list[dict[str, Any]], end_ms: int) -> int:
+    """Wall-clock ms when training started: ``end_ms`` less the trainer's last elapsed
+    ``seconds`` (``end_ms`` itself when the rows have none)."""
+    values = _finite(rows[-1].get("seconds") or []) if rows else []
+    return end_ms - round(max(values) * 1000) if values else end_ms
+
+
+def epoch_metrics(rows: list[dict[str, Any]], timestamps: list[int],
+                  seed: int | None = None) -> list[Metric]:
+    """Per-epoch metrics (step = epoch, at ``timestamps[i]`` for ``rows[i]``): each per-seed
+    scalar as its mean over seeds, or with ``seed`` (an index into the seeds) that seed's
+    value. Test metrics are left out (``logged_per_epoch``)."""
+    out = []
+    for row, timestamp in zip(rows, timestamps):
         step = int(row["epoch"])
         for name, values in row.items():
-            if name == "epoch" or not _is_seed_scalars(values):
+            if not logged_per_epoch(name) or not _is_seed_scalars(values):
                 continue
-            finite = _finite(values)
+            finite = _finite(values if seed is None else values[seed : seed + 1])
             if finite:
                 out.append(Metric(name, sum(finite) / len(finite), timestamp, step))
-            out.extend(Metric(f"{name}/seed_{s}", float(v), timestamp, step)
-                       for s, v in zip(seeds, values) if v is not None and math.isfinite(v))
     return out
 
 

@@ -1,15 +1,22 @@
 """MLflow records of a study: one experiment per study, one parent run for the study, one nested
 child run per trial (tag ``mlflow.parentRunId``). Only the driver logs (``execute``).
 
-A child run is created when its trial is launched (params and tags: study, trial number, idea
-IDs touched) and completed when the trial ends, with per-epoch metrics (mean over seeds as
-``<metric>``, each seed as ``<metric>/seed_<s>``, step = epoch), final metrics (``objective``,
-``final_<metric>_mean`` / ``_std``, ``trial_<params|wall_seconds|report_seconds|...>``), the tags
-``dagstudy.state`` and ``failure_reason``, and artifacts: ``config.json`` (the resolved
-``TrainConfig``, Optuna params, seeds), ``results.json`` (the per-seed ``TrialResult``, or the
-per-epoch rows of a pruned or failed trial) and the PNG plots ``learning_curves.png`` and
-``dead_fraction.png``. The parent run gets the study's settings as params and, at the end, the
-best trial's metrics, ``param_importances.png`` and ``optimization_history.png``.
+The experiment is tagged ``mlflow.experimentKind = custom_model_development``, so MLflow 3
+opens it on its runs table (not the GenAI traces overview).
+
+A child run is created when its trial is launched (params: the configuration's used fields,
+``records.config_params``; tags: study, trial number, idea IDs touched, ``dagstudy.config_hash``)
+and completed when the trial ends, with per-epoch metrics (mean over seeds as ``<metric>``,
+step = epoch, at the wall-clock time the epoch ended; test metrics only at the end), final
+metrics (``objective``, ``final_<metric>_mean`` / ``_std``,
+``trial_<params|wall_seconds|report_seconds|...>``), the tags ``dagstudy.state`` and
+``failure_reason``, and artifacts: ``config.json`` (the resolved ``TrainConfig``, Optuna params,
+seeds), ``results.json`` (the per-seed ``TrialResult``, or the per-epoch rows of a pruned or
+failed trial) and the PNG plots ``learning_curves.png`` and ``dead_fraction.png``. Under it, one
+child run per seed (``tracking.seeds``: param ``seed``, the shared ``dagstudy.config_hash`` tag,
+that seed's curves), so MLflow's "group by" gives the mean and spread across seeds. The parent
+run gets the study's settings as params and, at the end, the best trial's metrics,
+``param_importances.png`` and ``optimization_history.png``.
 
 Tracking never fails a trial. A study's tracker writes each finished trial's record to a spool
 under the run directory before uploading it (``dagstudy.spool``); while MLflow is unreachable,
@@ -29,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric
 
 from dagstudy.ideas import ideas_touched
 from dagstudy.tracking.client import (
@@ -46,15 +53,21 @@ from dagstudy.tracking.plots import (
 )
 from dagstudy.tracking.records import (
     TrialRecord,
+    config_hash,
+    config_params,
     epoch_metrics,
+    epoch_timestamps,
     final_metrics,
     flat_params,
+    training_start_ms,
     trial_run_id,
 )
+from dagstudy.tracking.seeds import log_batch, log_seed_runs
 from dagstudy.tracking.spool import Spool
 from dagstudy.urls import redact_url
 
-_BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's log_batch limits per call
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""The experiment tag that makes MLflow 3 open an experiment on its runs table."""
 
 
 class Tracker:
@@ -136,9 +149,12 @@ class Tracker:
                 location = (self._artifact_location
                             and f"{self._artifact_location.rstrip('/')}/{self.study}")
                 experiment_id = client.create_experiment(
-                    self.study, artifact_location=location, tags={"dagstudy.study": self.study})
+                    self.study, artifact_location=location,
+                    tags={"dagstudy.study": self.study, **EXPERIMENT_KIND})
             else:
                 experiment_id = experiment.experiment_id
+                if "mlflow.experimentKind" not in experiment.tags:
+                    client.set_experiment_tag(experiment_id, *next(iter(EXPERIMENT_KIND.items())))
             self.experiment_id = experiment_id
         if self._resumed:
             client.update_run(self.parent_run_id, status="RUNNING")
@@ -155,16 +171,9 @@ class Tracker:
         client.log_dict(run.info.run_id, self._settings, "study.json")
 
     def log_batch(self, run_id: str, metrics=(), params: dict | None = None,
-             tags: dict | None = None) -> None:
-        metrics = list(metrics)
-        params_ = [Param(k, v) for k, v in (params or {}).items()]
-        tags_ = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
-        for i in range(0, len(metrics), _BATCH["metrics"]):
-            self.client.log_batch(run_id, metrics=metrics[i : i + _BATCH["metrics"]])
-        for i in range(0, len(params_), _BATCH["params"]):
-            self.client.log_batch(run_id, params=params_[i : i + _BATCH["params"]])
-        for i in range(0, len(tags_), _BATCH["tags"]):
-            self.client.log_batch(run_id, tags=tags_[i : i + _BATCH["tags"]])
+                  tags: dict | None = None) -> None:
+        """Metrics, params and tags in as few calls as MLflow's limits allow."""
+        log_batch(self.client, run_id, metrics, params, tags)
 
     # --- trials -------------------------------------------------------------------------------
 
@@ -174,8 +183,10 @@ class Tracker:
             "mlflow.parentRunId": self.parent_run_id,
             "dagstudy.study": self.study,
             "dagstudy.trial": number,
+            "dagstudy.role": "trial",
             "dagstudy.ideas": ",".join(ideas_touched(config)),
             "dagstudy.sampled": ",".join(params),
+            "dagstudy.config_hash": config_hash(config),
         }
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:04d}",
                                      tags={k: str(v) for k, v in tags.items()})
@@ -200,7 +211,7 @@ class Tracker:
         try:
             with short_http_retries():
                 run_id = self._create_trial_run(number, config, params)
-                self.log_batch(run_id, params=flat_params("", config))
+                self.log_batch(run_id, params=config_params(config))
         except Exception as e:
             self._went_offline(e)
         return run_id
@@ -211,12 +222,20 @@ class Tracker:
         if run_id is None:
             run_id = self._find_trial_run(record.number) or self._create_trial_run(
                 record.number, record.config, record.params)
-        metrics = (epoch_metrics(record.rows, record.seeds, timestamp)
-                   + final_metrics(record, timestamp))
+        timestamps = epoch_timestamps(record.rows, timestamp)
+        metrics = epoch_metrics(record.rows, timestamps) + final_metrics(record, timestamp)
         tags = {"dagstudy.state": record.state}
         if record.reason:
             tags["failure_reason"] = record.reason
-        self.log_batch(run_id, metrics=metrics, params=flat_params("", record.config), tags=tags)
+        self.log_batch(run_id, metrics=metrics, params=config_params(record.config), tags=tags)
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(record.state, "FAILED")
+        if record.seeds and (record.rows or record.result is not None):
+            log_seed_runs(self.client, self.experiment_id, run_id,
+                          name=f"trial-{record.number:04d}", config=record.config,
+                          seeds=record.seeds, rows=record.rows, timestamps=timestamps,
+                          result=record.result, start_ms=training_start_ms(record.rows, timestamp),
+                          end_ms=timestamp, status=status,
+                          tags={"dagstudy.study": self.study, "dagstudy.trial": record.number})
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             config = {"config": record.config, "params": record.params, "seeds": record.seeds}
@@ -229,7 +248,6 @@ class Tracker:
                                      out / "learning_curves.png")
                 plot_dead_fraction(record.rows, record.seeds, title, out / "dead_fraction.png")
             self.client.log_artifacts(run_id, tmp)
-        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(record.state, "FAILED")
         self.client.set_terminated(run_id, status=status)
         return run_id
 
@@ -282,7 +300,8 @@ class Tracker:
             with tempfile.TemporaryDirectory() as tmp:
                 plot_history(study, Path(tmp) / "optimization_history.png")
                 if importances:
-                    plot_importances(importances, Path(tmp) / "param_importances.png")
+                    plot_importances(importances, Path(tmp) / "param_importances.png",
+                                     len(complete))
                     (Path(tmp) / "param_importances.json").write_text(json.dumps(importances))
                 self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, status=status)
