@@ -29,43 +29,53 @@ def add_parsers(sub) -> None:
 
 
 def run_confirm(args) -> int:
+    import sys
     import time
 
     import ray
 
-    from dagstudy.confirmation.loader import ConfirmInputError, load_spec, parse_ideas
+    from dagstudy.confirmation.loader import load_spec, parse_ideas
     from dagstudy.confirmation.plan import local_runner
     from dagstudy.confirmation.run import run_confirmation
+    from dagstudy.confirmation.tune import TuneError, tune
     from dagstudy.study.cluster import connect_ray, ray_runner
+    from dagstudy.study.progress import progress_printer
     from dagstudy.study.storage import run_dir_for, storage_for
     from dagstudy.tracking.tracker import Tracker
     from dagstudy.trainer import resolve_device
 
-    try:
-        if args.seeds is not None and args.seeds < 2:
-            raise ConfirmInputError("--seeds: must be >= 2 (10 or more for a verdict)")
-        spec = load_spec(args.file, args.seeds)
-        ideas = parse_ideas(args.ideas, spec)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    if args.seeds is not None and args.seeds < 2:
+        raise UsageError("--seeds: must be >= 2 (10 or more for a verdict)")
     try:
         resolve_device(args.device)
     except ValueError as e:
         raise UsageError(f"--{e}") from None
     storage = storage_for(None, args.run_dir)
+    try:
+        spec = load_spec(args.file, args.seeds, storage.optuna, args.device)
+        ideas = parse_ideas(args.ideas, spec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    tuned = any(spec.tune_for(i) for i in (ideas or spec.ideas))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = (Path(args.out) if args.out
            else run_dir_for(args.run_dir) / "confirm" / f"{spec.name}-{stamp}")
     tracker = Tracker(storage.mlflow, f"confirm-{spec.name}", artifact_location=storage.artifacts,
                       settings=spec.model_dump())
     started = False
-    if args.local:
-        runner = local_runner(args.device)
-    else:
+    if not args.local or tuned:  # tuning studies always run on Ray workers
         started = connect_ray(args.address)
-        runner = ray_runner(device=args.device)
+    runner = local_runner(args.device) if args.local else ray_runner(device=args.device)
     try:
-        run_confirmation(spec, ideas, runner, out, tracker)
+        tuning = None
+        if tuned:
+            tuning = tune(spec, ideas, run_dir=args.run_dir, address=args.address,
+                          device=args.device, progress=progress_printer(),
+                          on_study=lambda name, status: print(f"tuning study {name}: {status}",
+                                                              file=sys.stderr))
+        run_confirmation(spec, ideas, runner, out, tracker, tuning)
+    except TuneError as e:
+        raise UsageError(str(e)) from None
     finally:
         if started:
             ray.shutdown()

@@ -103,6 +103,10 @@ def plan(spec: ConfirmSpec) -> list[Experiment]:
             for name, wiring in (("treatment", "random"), ("nearest", "nearest")):
                 arms[f"{name}@fanin={n}"] = _config(
                     base, {**ispec.treatment, "fanin": n, "fanin_wiring": wiring}, where)
+        for r, rank_base in enumerate(ispec.rank_bases, start=1):  # from_study top K
+            for name in ("control", "treatment"):
+                arms[f"{name}@rank={r}"] = _config(rank_base, getattr(ispec, name),
+                                                   f"{where}.{name}@rank={r}")
         experiments.append(Experiment(idea, ispec, arms))
     return experiments
 

@@ -29,6 +29,8 @@ import numpy as np  # noqa: E402
 
 from dagstudy.confirmation.analyse import Outcome  # noqa: E402
 from dagstudy.confirmation.spec import ConfirmSpec  # noqa: E402
+from dagstudy.confirmation.tune import protocol  # noqa: E402
+from dagstudy.confirmation.tune_report import tuning_lines, write_tuning  # noqa: E402
 
 COLUMNS = ("idea", "metric", "control_mean", "treatment_mean", "diff", "ci_low", "ci_high",
            "d_z", "p_adjusted", "verdict", "seeds")
@@ -43,7 +45,8 @@ def verdict_rows(outcome: Outcome) -> list[dict[str, Any]]:
     rows = []
     for v, a in zip(outcome.verdicts, outcome.analyses):
         row = v.to_dict()
-        row.update(idea=a.idea, metric=a.metric, secondary=a.secondary)
+        row.update(idea=a.idea, metric=a.metric, secondary=a.secondary,
+                   protocol=protocol(outcome.tuning.get(a.idea)))
         row.pop("name", None)
         rows.append(row)
     return rows
@@ -63,12 +66,14 @@ def table_line(row: dict[str, Any]) -> str:
     cells = [row["idea"], row["metric"], _fmt(row["control_mean"]), _fmt(row["treatment_mean"]),
              f"{_fmt(row['diff'])} {ci}", _fmt(row["d_z"], 2), _fmt(row["p_adjusted"], 3),
              f"**{row['verdict']}**", str(row["seeds"]),
-             "-" if row["seeds_needed"] is None else str(row["seeds_needed"])]
+             "-" if row["seeds_needed"] is None else str(row["seeds_needed"]),
+             row.get("protocol", "fixed")]
     return "| " + " | ".join(cells) + " |"
 
 
 TABLE_HEAD = ("| idea | metric | control | treatment | diff [95% CI] | d_z | adj. p | verdict "
-              "| seeds | seeds needed |\n|---|---|---|---|---|---|---|---|---|---|")
+              "| seeds | seeds needed | hyperparameters |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _forest(rows: list[dict], path: Path) -> None:
@@ -142,16 +147,22 @@ def _diagnostics(idea: str, names: list[str], arms: dict[str, dict], path: Path)
     return True
 
 
-def _markdown(spec: ConfirmSpec, rows: list[dict], outcome: Outcome, figures: list[str]) -> str:
+def _markdown(spec: ConfirmSpec, rows: list[dict], outcome: Outcome, figures: list[str],
+              timing: dict[str, float] | None = None) -> str:
     lines = [f"# Confirmation: {spec.name}", "",
              f"{len(rows)} ideas, paired by seed, {spec.test} test, Holm across ideas at "
-             f"alpha {spec.alpha}; {outcome.looks} look(s).", "", TABLE_HEAD]
+             f"alpha {spec.alpha}; {outcome.looks} look(s).", ""]
+    if timing:
+        lines += [f"Wall time: tuning {timing['tuning_seconds']:.0f} s, deciding "
+                  f"{timing['deciding_seconds']:.0f} s.", ""]
+    lines += [TABLE_HEAD]
     lines += [table_line(r) for r in rows]
     lines += ["", "diff = treatment - control in the metric's units; for a loss, negative is "
               "better. 'seeds needed' estimates the total pairs that would likely decide an "
               "inconclusive idea.", "", "![forest](forest.png)", ""]
     for r in rows:
         lines += [f"## {r['idea']}", "", f"{r['reason']}.", ""]
+        lines += tuning_lines(spec, r["idea"], outcome.tuning.get(r["idea"]))
         for s in r["secondary"]:
             lines.append("- " + ", ".join(f"{k}: {_fmt(v) if isinstance(v, float) else v}"
                                           for k, v in s.items()))
@@ -178,8 +189,10 @@ def _html(markdown_text: str, out: Path) -> str:
             + "\n".join(body) + "</body></html>")
 
 
-def write_report(spec: ConfirmSpec, outcome: Outcome, out: Path) -> list[Path]:
-    """Write every report file into ``out``; returns their paths."""
+def write_report(spec: ConfirmSpec, outcome: Outcome, out: Path,
+                 timing: dict[str, float] | None = None) -> list[Path]:
+    """Write every report file into ``out``; returns their paths. ``timing``: seconds spent
+    tuning and deciding, stated in the report."""
     out.mkdir(parents=True, exist_ok=True)
     rows = verdict_rows(outcome)
     (out / "verdicts.json").write_text(json.dumps(rows, indent=2))
@@ -193,7 +206,8 @@ def write_report(spec: ConfirmSpec, outcome: Outcome, out: Path) -> list[Path]:
         if _diagnostics(analysis.idea, spec.ideas[analysis.idea].diagnostics,
                         outcome.results[analysis.idea], out / diag):
             figures.append(diag)
-    text = _markdown(spec, rows, outcome, figures)
+    figures += write_tuning(outcome.tuning, out)
+    text = _markdown(spec, rows, outcome, figures, timing)
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(_html(text, out))
     return sorted(out.iterdir())

@@ -27,9 +27,11 @@ from dagstudy.confirmation.analyse import IdeaAnalysis, Outcome, analyse
 from dagstudy.confirmation.plan import ArmJob, Experiment, Runner, plan
 from dagstudy.confirmation.report import TABLE_HEAD, table_line, verdict_rows, write_report
 from dagstudy.confirmation.spec import ConfirmSpec
+from dagstudy.confirmation.tune import Tuning, TuningRun, apply_tuning, tuning_from_dicts
 from dagstudy.confirmation.verdict import Verdict, decide
 from dagstudy.tracking.confirmation import download_confirmation, log_arm, log_report
 from dagstudy.tracking.tracker import Tracker
+from dagstudy.tracking.tuning import log_tuning_arm, tag_study_runs
 
 
 def _merge(old: dict | None, new: dict) -> dict:
@@ -69,10 +71,12 @@ def confirm(
     ideas: list[str] | None = None,
     on_result: Callable[[ArmJob, dict], None] | None = None,
     on_look: Callable[[int, list[Verdict]], None] | None = None,
+    tuning: Tuning | None = None,
 ) -> Outcome:
     """Run every arm of every (selected) idea, then decide; in sequential mode, add seeds in
-    looks for ideas still inconclusive, each look at its alpha-spending level."""
-    experiments = [e for e in plan(spec) if ideas is None or e.idea in ideas]
+    looks for ideas still inconclusive, each look at its alpha-spending level. With ``tuning``
+    (``tune.tune``), tuned arms train their best tuning trial's configuration."""
+    experiments = [e for e in apply_tuning(plan(spec), tuning) if ideas is None or e.idea in ideas]
     if not experiments:
         raise ValueError(f"--ideas: none of {ideas} is in the file (has: {', '.join(spec.ideas)})")
     results: dict[str, dict[str, dict]] = {e.idea: {} for e in experiments}
@@ -105,17 +109,20 @@ def confirm(
             break
         seeds = list(range(seeds[-1] + 1, seeds[-1] + 1 + spec.sequential.add_seeds))
     return Outcome([decided[e.idea] for e in experiments],
-                   [analyses[e.idea] for e in experiments], results, look)
+                   [analyses[e.idea] for e in experiments], results, look,
+                   {e.idea: tuning[e.idea] for e in experiments if tuning and e.idea in tuning})
 
 
 def reanalyse(spec: ConfirmSpec, results: dict[str, dict[str, dict]],
-              verdicts: list[dict[str, Any]], looks: int) -> Outcome:
+              verdicts: list[dict[str, Any]], looks: int,
+              tuning: Tuning | None = None) -> Outcome:
     """An ``Outcome`` rebuilt from stored per-arm results and verdicts (``dagstudy report``):
     the analyses are recomputed (deterministic: seeded bootstrap), the verdicts are the ones
     issued at the time, so a sequential run keeps each idea's verdict from its deciding look."""
-    experiments = [e for e in plan(spec) if e.idea in results]
+    experiments = [e for e in apply_tuning(plan(spec), tuning) if e.idea in results]
     analyses = [analyse(e, results[e.idea], spec) for e in experiments]
-    return Outcome([Verdict.from_dict(v) for v in verdicts], analyses, results, looks)
+    return Outcome([Verdict.from_dict(v) for v in verdicts], analyses, results, looks,
+                   tuning or {})
 
 
 def _run_deduplicated(runner: Runner, jobs: list[ArmJob]):
@@ -165,11 +172,24 @@ class Progress:
                   flush=True)
 
 
+def log_tuning(tracker: Tracker, tuning: TuningRun) -> None:
+    """Each tuning study's MLflow runs tagged with the confirmation, ideas and arms it tuned;
+    one ``tuning`` child run per tuned (idea, arm) under the confirmation's parent run."""
+    for name, owners in tuning.studies.items():
+        tag_study_runs(tracker, name, owners)
+    for idea, arms in tuning.arms.items():
+        for arm, result in arms.items():
+            log_tuning_arm(tracker, idea, arm, result.to_dict())
+
+
 def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Path,
-                     tracker: Tracker | None = None) -> Outcome:
+                     tracker: Tracker | None = None, tuning: TuningRun | None = None) -> Outcome:
     """Run, print the verdict table, write the report to ``out`` and, with a ``tracker``, one
-    MLflow run per arm (tags: idea, arm, seeds) under a parent run holding the report."""
-    experiments = [e for e in plan(spec) if ideas is None or e.idea in ideas]
+    MLflow run per arm (tags: idea, arm, seeds) under a parent run holding the report; with
+    ``tuning`` (``tune.tune``), tuned arms train their best configuration and the tuning
+    studies are linked to the parent run (``log_tuning``)."""
+    arms = tuning.arms if tuning else None
+    experiments = [e for e in apply_tuning(plan(spec), arms) if ideas is None or e.idea in ideas]
     progress = Progress(experiments, spec)
 
     def on_result(job: ArmJob, result: dict) -> None:
@@ -177,14 +197,21 @@ def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Pa
         if tracker is not None:
             log_arm(tracker, job.idea, job.arm, result)
 
-    outcome = confirm(spec, runner, ideas=ideas, on_result=on_result)
+    start = time.monotonic()
+    outcome = confirm(spec, runner, ideas=ideas, on_result=on_result, tuning=arms)
+    deciding = time.monotonic() - start
+    if tracker is not None and tuning is not None:
+        log_tuning(tracker, tuning)
     print(f"\n{TABLE_HEAD}")
     for row in verdict_rows(outcome):
         print(table_line(row))
-    write_report(spec, outcome, out)
+    timing = {"tuning_seconds": tuning.seconds if tuning else 0.0, "deciding_seconds": deciding}
+    write_report(spec, outcome, out, timing)
     (out / "confirmation.json").write_text(json.dumps({
         "spec": spec.model_dump(), "results": outcome.results, "looks": outcome.looks,
-        "verdicts": [v.to_dict() for v in outcome.verdicts]}))
+        "verdicts": [v.to_dict() for v in outcome.verdicts], "timing": timing,
+        "tuning": {i: {a: t.to_dict() for a, t in arms.items()}
+                   for i, arms in outcome.tuning.items()}}))
     if tracker is not None:
         log_report(tracker, out)
     print(f"\nreport: {out / 'report.md'}  ({out / 'report.html'})")
@@ -196,5 +223,6 @@ def regenerate(tracking_uri: str, run_id: str, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     saved = json.loads(download_confirmation(tracking_uri, run_id, out).read_text())
     spec = ConfirmSpec(**saved["spec"])
-    outcome = reanalyse(spec, saved["results"], saved["verdicts"], saved["looks"])
-    return write_report(spec, outcome, out)
+    outcome = reanalyse(spec, saved["results"], saved["verdicts"], saved["looks"],
+                        tuning_from_dicts(saved.get("tuning", {})))
+    return write_report(spec, outcome, out, saved.get("timing"))
