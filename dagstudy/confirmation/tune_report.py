@@ -75,6 +75,20 @@ def _num(x: Any) -> str:
     return "-" if x is None else f"{x:.4g}"
 
 
+def display_params(params: dict[str, Any]) -> str:
+    """Tuned params in the ``tune:`` block's names: Optuna's ``optimizer.sgd.momentum`` as
+    ``optimizer_params.momentum``; the single-choice ``optimizer`` / ``revival`` left out."""
+    shown = []
+    for name, value in params.items():
+        kind, _, rest = name.partition(".")
+        if kind in ("optimizer", "revival"):
+            if not rest:
+                continue
+            name = f"{kind}_params.{rest.partition('.')[2]}"
+        shown.append(f"{name}={_num(value) if isinstance(value, float) else value}")
+    return ", ".join(shown)
+
+
 def tuning_lines(spec: ConfirmSpec, idea: str, arms: dict[str, ArmTuning] | None) -> list[str]:
     """The idea's tuning and base-provenance section of ``report.md``."""
     lines = [f"Base from study {b['study']} trial #{b['trial']} (rank {b['rank']}, objective "
@@ -91,8 +105,7 @@ def tuning_lines(spec: ConfirmSpec, idea: str, arms: dict[str, ArmTuning] | None
               "|---|---|---|---|---|---|---|"]
     for arm, t in arms.items():
         s = sensitivity(t)
-        params = ", ".join(f"{k}={_num(v) if isinstance(v, float) else v}"
-                           for k, v in t.params.items())
+        params = display_params(t.params)
         lines.append(f"| {arm} | {t.study} ({t.status}) | {t.finished} | #{t.best_trial} | "
                      f"{_num(t.best_value)} | {params} | {_num(s['min'])} / {_num(s['median'])}"
                      f" / {_num(s['max'])} ({_num(s['iqr'])}; n={s['n']}) |")
