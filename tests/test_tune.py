@@ -230,3 +230,24 @@ def test_from_study_uses_exactly_the_best_trials(runs, tmp_path):
     assert arms["GRAD-FLOOR"]["control"] == TrainConfig(**best.config[0])
     assert arms["GRAD-FLOOR"]["control@rank=1"] == TrainConfig(**best.config[1])
     assert [t["trial"] for t in spec.ideas["GRAD-FLOOR"].base_trials] == list(best.number)
+    from dagstudy.confirmation.run import confirm
+
+    outcome = confirm(spec.model_copy(update={"seeds": 2}), local_runner("cpu"),
+                      ideas=["GRAD-FLOOR"])
+    rows = outcome.analyses[0].secondary
+    assert [r["setting"] for r in rows] == [f"small rank 1 (trial {best.number[1]})"]
+    assert set(outcome.results["GRAD-FLOOR"]) == {"control", "treatment", "control@rank=1",
+                                                  "treatment@rank=1"}
+
+
+def test_corollaries_tuned_file_tunes_six_studies_for_the_optimizer_ideas():
+    from pathlib import Path
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "studies" / "corollaries-tuned.yaml")
+    assert sorted(spec.ideas) == sorted(["OPT-FULLBATCH", "OPT-LAYERSCALE", "OPT-FISTA",
+                                         "OPT-MINIBATCH-L"])
+    studies = tuning_studies(spec)
+    assert len(studies) == 6 and {len(s.owners) for s in studies.values()} == {1, 3}
+    assert all(s.spec.budget.trials == 24 for s in studies.values())
+    tuning_seeds = {seed for s in studies.values() for seed in s.spec.seed_list}
+    assert tuning_seeds.isdisjoint(spec.verdict_seeds())

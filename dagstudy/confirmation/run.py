@@ -6,7 +6,9 @@ and (where the architectures match) the initial weights, so each seed gives one 
 applies the verdict rule with Holm across all ideas of the run (``verdict.decide``); in
 sequential mode it adds seeds in looks to ideas still inconclusive, each look at its
 alpha-spending level. ``run_confirmation`` adds the progress lines, the report and the MLflow
-records; ``regenerate`` rewrites a report from MLflow alone. This module imports neither Ray
+records; ``regenerate`` rewrites a report from MLflow alone. With a ``tune.TuningRun`` (the
+file's ``tune:`` blocks, run by ``tune.tune`` first), tuned arms train their best tuning
+trial's configuration on the verdict seeds. This module imports neither Ray
 nor MLflow directly (tracking goes through ``dagstudy.tracking``).
 """
 
