@@ -38,29 +38,32 @@ def run_confirm(args) -> int:
 
     import ray
 
-    from dagstudy.confirmation.loader import ConfirmInputError, load_spec, parse_ideas
+    from dagstudy.confirmation.loader import load_spec, parse_ideas
     from dagstudy.confirmation.plan import local_runner
     from dagstudy.confirmation.provenance import provenance
     from dagstudy.confirmation.report import verdict_rows
     from dagstudy.confirmation.run import run_confirmation
+    from dagstudy.confirmation.tune import TuneError, tune
     from dagstudy.study.cluster import connect_ray, ray_runner
+    from dagstudy.study.progress import progress_printer
     from dagstudy.study.storage import run_dir_for, storage_for
     from dagstudy.tracking.client import runs_url
     from dagstudy.tracking.tracker import Tracker
     from dagstudy.trainer import resolve_device
 
-    try:
-        if args.seeds is not None and args.seeds < 2:
-            raise ConfirmInputError("--seeds: must be >= 2 (10 or more for a verdict)")
-        spec = load_spec(args.file, args.seeds)
-        ideas = parse_ideas(args.ideas, spec)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    if args.seeds is not None and args.seeds < 2:
+        raise UsageError("--seeds: must be >= 2 (10 or more for a verdict)")
     try:
         resolve_device(args.device)
     except ValueError as e:
         raise UsageError(f"--{e}") from None
     storage = storage_for(None, args.run_dir)
+    try:
+        spec = load_spec(args.file, args.seeds, storage.optuna, args.device)
+        ideas = parse_ideas(args.ideas, spec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    tuned = any(spec.tune_for(i) for i in (ideas or spec.ideas))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = (Path(args.out) if args.out
            else run_dir_for(args.run_dir) / "confirm" / f"{spec.name}-{stamp}")
@@ -69,16 +72,22 @@ def run_confirm(args) -> int:
     tracker = Tracker(storage.mlflow, f"confirm-{spec.name}", artifact_location=storage.artifacts,
                       settings=chosen)
     started = False
-    if args.local:
-        runner = local_runner(args.device)
-    else:
+    if not args.local or tuned:  # tuning studies always run on Ray workers
         print("starting Ray...", file=sys.stderr, flush=True)
         started = connect_ray(args.address)
-        runner = ray_runner(device=args.device)
+    runner = local_runner(args.device) if args.local else ray_runner(device=args.device)
     meta = provenance(args.file, ["dagstudy", *sys.argv[1:]])
     try:
-        outcome = run_confirmation(spec, ideas, runner, out, tracker, meta=meta,
+        tuning = None
+        if tuned:
+            tuning = tune(spec, ideas, run_dir=args.run_dir, address=args.address,
+                          device=args.device, progress=progress_printer(),
+                          on_study=lambda name, status: print(f"tuning study {name}: {status}",
+                                                              file=sys.stderr))
+        outcome = run_confirmation(spec, ideas, runner, out, tracker, tuning, meta=meta,
                                    stdout=sys.stderr if args.json else sys.stdout)
+    except TuneError as e:
+        raise UsageError(str(e)) from None
     finally:
         if started:
             ray.shutdown()

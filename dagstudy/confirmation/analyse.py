@@ -126,8 +126,15 @@ def analyse_setting(idea: str, ispec: IdeaSpec, arms: dict[str, TrainConfig],
     control = seed_values(results["control"], metric)
     treatment = seed_values(results["treatment"], metric)
     raw = _paired(control, treatment, ispec, spec, idea)
+    for r, info in enumerate(ispec.base_trials[1:], start=1):  # from_study top K: ranks 1..
+        if f"control@rank={r}" not in results:
+            continue
+        rr = _paired(seed_values(results[f"control@rank={r}"], metric),
+                     seed_values(results[f"treatment@rank={r}"], metric), ispec, spec, idea)
+        secondary.append({"setting": f"{info['study']} rank {r} (trial {info['trial']})",
+                          "diff": rr.diff, "ci": [rr.ci_low, rr.ci_high], "p": rr.p})
     for arm, cfg in arms.items():
-        if arm in ("control", "treatment"):
+        if arm in ("control", "treatment") or "@rank=" in arm:
             continue
         values = seed_values(results[arm], metric)
         row = {"arm": arm, "mean": float(np.nanmean(values)),
@@ -150,3 +157,4 @@ class Outcome:
     analyses: list[IdeaAnalysis]
     results: dict[str, dict[str, dict]]  # idea -> arm -> TrialResult dict (all seeds so far)
     looks: int
+    tuning: dict[str, dict[str, Any]] = field(default_factory=dict)  # idea -> arm -> ArmTuning

@@ -83,14 +83,14 @@ def image(out: Path, name: str) -> str:
 
 
 VERDICT_HEAD = ["idea", "metric", "control", "treatment", "diff", "95% CI", "d_z", "adj. p",
-                "verdict", "seeds", "seeds needed"]
+                "verdict", "seeds", "seeds needed", "hyperparameters"]
 
 
 def verdict_table(rows: list[dict[str, Any]]) -> str:
     body = [[r["idea"], r["metric"], fmt(r["control_mean"]), fmt(r["treatment_mean"]),
              fmt(r["diff"], 3), f"[{fmt(r['ci_low'], 3)}, {fmt(r['ci_high'], 3)}]",
              fmt(r["d_z"], 2), fmt(r["p_adjusted"], 2), verdict_cell(r["verdict"]), r["seeds"],
-             fmt(r["seeds_needed"])] for r in rows]
+             fmt(r["seeds_needed"]), r.get("protocol", "fixed")] for r in rows]
     return table(VERDICT_HEAD, body, numeric={2, 3, 4, 5, 6, 7, 9, 10}, cls="verdicts")
 
 
@@ -176,8 +176,27 @@ def settings_table(row: dict[str, Any]) -> str:
             "(Holm-adjusted in the verdict table).</p>")
 
 
+def lines_html(lines: list[str]) -> str:
+    """Plain report lines as HTML: runs of ``| a | b |`` rows become a table (the first row
+    its header, ``|---|`` rows dropped), other non-empty lines paragraphs."""
+    parts: list[str] = []
+    rows: list[list[str]] = []
+    for line in [*lines, ""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= {"-", ":"} for c in cells):
+                rows.append(cells)
+            continue
+        if rows:
+            parts.append(table(rows[0], rows[1:]))
+            rows = []
+        if line.strip():
+            parts.append(f"<p>{_e(line)}</p>")
+    return "".join(parts)
+
+
 def _idea_section(spec: ConfirmSpec, row: dict[str, Any], arms: dict[str, dict],
-                  figures: list[str], out: Path) -> str:
+                  figures: list[str], out: Path, tuning: list[str] | None = None) -> str:
     idea = row["idea"]
     ispec = spec.ideas[idea]
     claim = IDEAS[idea].claim if idea in IDEAS else ""
@@ -188,7 +207,9 @@ def _idea_section(spec: ConfirmSpec, row: dict[str, Any], arms: dict[str, dict],
              f"<p>Primary metric <code>{_e(row['metric'])}</code> ({direction} is better), "
              f"margin {fmt(ispec.margin)}"
              + (", non-inferiority design" if ispec.noninferiority else "") + ".</p>",
-             verdict_table([row]), settings_table(row), "<h4>Arms</h4>",
+             verdict_table([row]), settings_table(row),
+             ("<h4>Hyperparameters</h4>" + lines_html(tuning)) if tuning else "",
+             "<h4>Arms</h4>",
              arms_table(arms, ispec.metric),
              secondary_table(row.get("secondary") or []),
              '<div class="figures">' + "".join(image(out, f) for f in figures) + "</div>"]
@@ -240,9 +261,10 @@ def methods(spec: ConfirmSpec, looks: int) -> str:
 
 
 def document(spec: ConfirmSpec, rows: list[dict[str, Any]], results: dict[str, dict],
-             figures: dict[str, list[str]], looks: int, meta: dict[str, Any], out: Path) -> str:
+             figures: dict[str, list[str]], looks: int, meta: dict[str, Any], out: Path,
+             tuning: dict[str, list[str]] | None = None) -> str:
     """The whole report as HTML (``figures``: file names per idea, and ``forest`` under
-    the key '')."""
+    the key ''; ``tuning``: each idea's hyperparameter lines, ``tune_report.tuning_lines``)."""
     devices = sorted({r.get("device", "") for arms in results.values() for r in arms.values()}
                      - {""})
     counts = {v: sum(r["verdict"] == v for r in rows)
@@ -250,7 +272,10 @@ def document(spec: ConfirmSpec, rows: list[dict[str, Any]], results: dict[str, d
     summary = ", ".join(f"{n} {v}" for v, n in counts.items())
     parts = [_header(spec, meta, devices), "<h2>Verdicts</h2>",
              f"<p>{len(rows)} ideas: {_e(summary)}. Paired by seed, {_e(spec.test)} test, "
-             f"Holm across ideas at alpha {spec.alpha:g}; {looks} look(s).</p>",
+             f"Holm across ideas at alpha {spec.alpha:g}; {looks} look(s)."
+             + (f" Wall time: tuning {meta['timing']['tuning_seconds']:.0f} s, deciding "
+                f"{meta['timing']['deciding_seconds']:.0f} s." if meta.get("timing") else "")
+             + "</p>",
              verdict_table(rows),
              '<p class="note">diff = treatment - control in the metric\'s units (for a loss, '
              "negative is better); adj. p is Holm-adjusted; 'seeds needed' estimates the total "
@@ -261,7 +286,8 @@ def document(spec: ConfirmSpec, rows: list[dict[str, Any]], results: dict[str, d
              if spec.base else "<p>(the trainer's defaults)</p>"]
     for row in rows:
         parts.append(_idea_section(spec, row, results.get(row["idea"], {}),
-                                   figures.get(row["idea"], []), out))
+                                   figures.get(row["idea"], []), out,
+                                   (tuning or {}).get(row["idea"])))
     parts.append(methods(spec, looks))
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>Confirmation {_e(spec.name)}</title><style>{STYLE}</style></head><body>"

@@ -13,8 +13,10 @@ import yaml
 from pydantic import ValidationError
 
 from dagstudy.config import format_errors
+from dagstudy.confirmation.from_study import resolve_studies
 from dagstudy.confirmation.plan import check_data, plan
 from dagstudy.confirmation.spec import ConfirmSpec
+from dagstudy.confirmation.tune import tuning_studies
 from dagstudy.ideas import IDEAS
 
 
@@ -22,7 +24,10 @@ class ConfirmInputError(ValueError):
     """A bad confirmation file or flag: one line naming the field."""
 
 
-def load_spec(path: str | Path, seeds: int | None = None) -> ConfirmSpec:
+def load_spec(path: str | Path, seeds: int | None = None, storage: str | None = None,
+              device: str = "auto") -> ConfirmSpec:
+    """The validated file; ``from_study`` bases resolved on the Optuna ``storage`` (default
+    ``storage_for()``) and every arm and tuning space checked, before anything trains."""
     path = Path(path)
     if not path.is_file():
         raise ConfirmInputError(f"{path}: no such confirmation file")
@@ -39,7 +44,9 @@ def load_spec(path: str | Path, seeds: int | None = None) -> ConfirmSpec:
     except ValidationError as e:
         raise ConfirmInputError(f"{path}: {format_errors(e)}") from None
     try:
+        spec = resolve_studies(spec, storage)
         check_data(plan(spec), spec.first_seed)
+        tuning_studies(spec, device)
     except ValueError as e:
         raise ConfirmInputError(f"{path}: {e}") from None
     return spec

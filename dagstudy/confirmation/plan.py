@@ -120,6 +120,11 @@ def plan(spec: ConfirmSpec) -> list[Experiment]:
             base = {**spec.base, **ispec.base, **overrides}
             where = f"ideas.{idea}[{label}]" if label else f"ideas.{idea}"
             settings[label] = _arms(ispec, base, where)
+        first = settings[next(iter(settings))]
+        for r, rank_base in enumerate(ispec.rank_bases, start=1):  # from_study top K
+            for name in ("control", "treatment"):
+                first[f"{name}@rank={r}"] = _config(rank_base, getattr(ispec, name),
+                                                    f"ideas.{idea}.{name}@rank={r}")
         experiments.append(Experiment(idea, ispec, settings))
     return experiments
 

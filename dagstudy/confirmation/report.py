@@ -25,6 +25,8 @@ from dagstudy.confirmation import figures
 from dagstudy.confirmation.analyse import Outcome
 from dagstudy.confirmation.document import document, fmt
 from dagstudy.confirmation.spec import ConfirmSpec
+from dagstudy.confirmation.tune import protocol
+from dagstudy.confirmation.tune_report import tuning_lines, write_tuning
 
 
 def verdict_rows(outcome: Outcome) -> list[dict[str, Any]]:
@@ -33,7 +35,8 @@ def verdict_rows(outcome: Outcome) -> list[dict[str, Any]]:
     for v, a in zip(outcome.verdicts, outcome.analyses):
         row = v.to_dict()
         row.update(idea=a.idea, metric=a.metric, secondary=_jsonable(a.secondary),
-                   settings=_jsonable(a.settings), pooled=_jsonable(a.pooled))
+                   settings=_jsonable(a.settings), pooled=_jsonable(a.pooled),
+                   protocol=protocol(outcome.tuning.get(a.idea)))
         row.pop("name", None)
         rows.append(row)
     return rows
@@ -54,27 +57,35 @@ def table_line(row: dict[str, Any]) -> str:
     ci = f"[{fmt(row['ci_low'], 3)}, {fmt(row['ci_high'], 3)}]"
     cells = [row["idea"], row["metric"], fmt(row["control_mean"]), fmt(row["treatment_mean"]),
              f"{fmt(row['diff'], 3)} {ci}", fmt(row["d_z"], 2), fmt(row["p_adjusted"], 2),
-             row["verdict"], str(row["seeds"]), fmt(row["seeds_needed"])]
+             row["verdict"], str(row["seeds"]), fmt(row["seeds_needed"]),
+             row.get("protocol", "fixed")]
     return "| " + " | ".join(cells) + " |"
 
 
 TABLE_HEAD = ("| idea | metric | control | treatment | diff [95% CI] | d_z | adj. p | verdict "
-              "| seeds | seeds needed |\n|---|---|---|---|---|---|---|---|---|---|")
+              "| seeds | seeds needed | hyperparameters |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _markdown(spec: ConfirmSpec, rows: list[dict], outcome: Outcome,
-              files: dict[str, list[str]], meta: dict[str, Any]) -> str:
+              files: dict[str, list[str]], meta: dict[str, Any],
+              timing: dict[str, float] | None) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
     lines = [f"# Confirmation: {spec.name}", "",
              f"Run {meta.get('date', '-')} with dagstudy {meta.get('dagstudy', '-')} (commit "
              f"{meta.get('commit') or '-'}; {versions}).", "",
              f"{len(rows)} ideas, paired by seed, {spec.test} test, Holm across ideas at "
              f"alpha {spec.alpha}; {outcome.looks} look(s). report.html has the arms, the "
-             "figures and the methods.", "", TABLE_HEAD]
+             "figures and the methods.", ""]
+    if timing:
+        lines += [f"Wall time: tuning {timing['tuning_seconds']:.0f} s, deciding "
+                  f"{timing['deciding_seconds']:.0f} s.", ""]
+    lines += [TABLE_HEAD]
     lines += [table_line(r) for r in rows]
     lines += ["", "![forest](forest.png)", ""]
     for r in rows:
         lines += [f"## {r['idea']}", "", f"{r['verdict']}: {r['reason']}.", ""]
+        lines += tuning_lines(spec, r["idea"], outcome.tuning.get(r["idea"]))
         if r["pooled"]:
             lines += settings_lines(r) + [""]
         lines += [f"![{f}]({f})" for f in files.get(r["idea"], [])] + [""]
@@ -117,10 +128,12 @@ def _seeds(arms: dict[str, dict]) -> list[int]:
 
 
 def write_report(spec: ConfirmSpec, outcome: Outcome, out: Path,
-                 meta: dict[str, Any] | None = None) -> list[Path]:
+                 meta: dict[str, Any] | None = None,
+                 timing: dict[str, float] | None = None) -> list[Path]:
     """Write every report file into ``out``; returns their paths. ``meta``: the run's
-    provenance (``provenance.provenance``), shown in the header."""
-    meta = meta or {}
+    provenance (``provenance.provenance``), shown in the header; ``timing``: seconds spent
+    tuning and deciding."""
+    meta = {**(meta or {}), **({"timing": timing} if timing else {})}
     out.mkdir(parents=True, exist_ok=True)
     rows = verdict_rows(outcome)
     (out / "verdicts.json").write_text(json.dumps(rows, indent=2))
@@ -142,7 +155,11 @@ def write_report(spec: ConfirmSpec, outcome: Outcome, out: Path,
                                out / f"diag-{idea}.png"):
             names.append(f"diag-{idea}.png")
         files[idea] = names
-    (out / "report.md").write_text(_markdown(spec, rows, outcome, files, meta))
+    for name in write_tuning(outcome.tuning, out):  # tune-<IDEA>.png
+        files.setdefault(name.removeprefix("tune-").removesuffix(".png"), []).append(name)
+    (out / "report.md").write_text(_markdown(spec, rows, outcome, files, meta, timing))
     (out / "report.html").write_text(
-        document(spec, rows, results, files, outcome.looks, meta, out))
+        document(spec, rows, results, files, outcome.looks, meta, out,
+                 {r["idea"]: tuning_lines(spec, r["idea"], outcome.tuning.get(r["idea"]))
+                  for r in rows}))
     return sorted(out.iterdir())

@@ -8,7 +8,9 @@ sequential mode it adds seeds in looks to ideas still inconclusive, each look at
 alpha-spending level. ``run_confirmation`` adds the progress lines, the report and the MLflow
 records (an arm's run is created as its training is launched and completed with its per-epoch
 metrics when it returns; the verdicts go on the parent run); ``regenerate`` rewrites a report
-from MLflow alone. This module imports neither Ray
+from MLflow alone. With a ``tune.TuningRun`` (the file's ``tune:`` blocks, run by ``tune.tune``
+first), tuned arms train their best tuning trial's configuration on the verdict seeds. This
+module imports neither Ray
 nor MLflow directly (tracking goes through ``dagstudy.tracking``).
 """
 
@@ -32,6 +34,7 @@ from dagstudy.confirmation.pooling import pooled_reason
 from dagstudy.confirmation.provenance import provenance
 from dagstudy.confirmation.report import TABLE_HEAD, table_line, verdict_rows, write_report
 from dagstudy.confirmation.spec import ConfirmSpec
+from dagstudy.confirmation.tune import Tuning, TuningRun, apply_tuning, tuning_from_dicts
 from dagstudy.confirmation.verdict import Verdict, decide
 from dagstudy.tracking.confirmation import (
     download_confirmation,
@@ -41,6 +44,7 @@ from dagstudy.tracking.confirmation import (
     start_arm,
 )
 from dagstudy.tracking.tracker import Tracker
+from dagstudy.tracking.tuning import log_tuning_arm, tag_study_runs
 
 
 def _merge(old: dict | None, new: dict) -> dict:
@@ -81,11 +85,13 @@ def confirm(
     on_result: Callable[[ArmJob, dict], None] | None = None,
     on_look: Callable[[int, list[Verdict]], None] | None = None,
     on_start: Callable[[ArmJob], None] | None = None,
+    tuning: Tuning | None = None,
 ) -> Outcome:
     """Run every arm of every (selected) idea, then decide; in sequential mode, add seeds in
     looks for ideas still inconclusive, each look at its alpha-spending level. ``on_start(job)``
-    is called as each arm's training is launched, ``on_result(job, result)`` as it returns."""
-    experiments = [e for e in plan(spec) if ideas is None or e.idea in ideas]
+    is called as each arm's training is launched, ``on_result(job, result)`` as it returns.
+    With ``tuning`` (``tune.tune``), tuned arms train their best tuning trial's configuration."""
+    experiments = [e for e in apply_tuning(plan(spec), tuning) if ideas is None or e.idea in ideas]
     if not experiments:
         raise ValueError(f"--ideas: none of {ideas} is in the file (has: {', '.join(spec.ideas)})")
     check_data(experiments, spec.first_seed)
@@ -120,7 +126,8 @@ def confirm(
             break
         seeds = list(range(seeds[-1] + 1, seeds[-1] + 1 + spec.sequential.add_seeds))
     return Outcome([decided[e.idea] for e in experiments],
-                   [analyses[e.idea] for e in experiments], results, look)
+                   [analyses[e.idea] for e in experiments], results, look,
+                   {e.idea: tuning[e.idea] for e in experiments if tuning and e.idea in tuning})
 
 
 def _with_agreement(verdict: Verdict, analysis: IdeaAnalysis) -> Verdict:
@@ -131,13 +138,15 @@ def _with_agreement(verdict: Verdict, analysis: IdeaAnalysis) -> Verdict:
 
 
 def reanalyse(spec: ConfirmSpec, results: dict[str, dict[str, dict]],
-              verdicts: list[dict[str, Any]], looks: int) -> Outcome:
+              verdicts: list[dict[str, Any]], looks: int,
+              tuning: Tuning | None = None) -> Outcome:
     """An ``Outcome`` rebuilt from stored per-arm results and verdicts (``dagstudy report``):
     the analyses are recomputed (deterministic: seeded bootstrap), the verdicts are the ones
     issued at the time, so a sequential run keeps each idea's verdict from its deciding look."""
-    experiments = [e for e in plan(spec) if e.idea in results]
+    experiments = [e for e in apply_tuning(plan(spec), tuning) if e.idea in results]
     analyses = [analyse(e, results[e.idea], spec) for e in experiments]
-    return Outcome([Verdict.from_dict(v) for v in verdicts], analyses, results, looks)
+    return Outcome([Verdict.from_dict(v) for v in verdicts], analyses, results, looks,
+                   tuning or {})
 
 
 def _run_deduplicated(runner: Runner, jobs: list[ArmJob],
@@ -198,15 +207,28 @@ class Progress:
                   file=self.rows, flush=True)
 
 
+def log_tuning(tracker: Tracker, tuning: TuningRun) -> None:
+    """Each tuning study's MLflow runs tagged with the confirmation, ideas and arms it tuned;
+    one ``tuning`` child run per tuned (idea, arm) under the confirmation's parent run."""
+    for name, owners in tuning.studies.items():
+        tag_study_runs(tracker, name, owners)
+    for idea, arms in tuning.arms.items():
+        for arm, result in arms.items():
+            log_tuning_arm(tracker, idea, arm, result.to_dict())
+
+
 def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Path,
-                     tracker: Tracker | None = None, *, meta: dict[str, Any] | None = None,
-                     stdout=sys.stdout) -> Outcome:
+                     tracker: Tracker | None = None, tuning: TuningRun | None = None, *,
+                     meta: dict[str, Any] | None = None, stdout=sys.stdout) -> Outcome:
     """Run, print the verdict table on ``stdout``, write the report to ``out`` and, with a
     ``tracker``, one MLflow run per arm (tags: idea, arm, seeds; created as the arm's training
     is launched) under a parent run holding the verdicts and the report. ``meta``: the run's
-    provenance for the report (default: ``provenance()`` of this process)."""
+    provenance for the report (default: ``provenance()`` of this process). With ``tuning``
+    (``tune.tune``), tuned arms train their best configuration and the tuning studies are
+    linked to the parent run (``log_tuning``)."""
     meta = meta or provenance()
-    experiments = [e for e in plan(spec) if ideas is None or e.idea in ideas]
+    arms = tuning.arms if tuning else None
+    experiments = [e for e in apply_tuning(plan(spec), arms) if ideas is None or e.idea in ideas]
     progress = Progress(experiments, spec, rows=stdout)
     arm_runs: dict[tuple[str, str], str | None] = {}
     print(f"{progress.total} arms of {len(experiments)} ideas to train; first results when "
@@ -222,15 +244,23 @@ def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Pa
         if tracker is not None:
             end_arm(tracker, arm_runs.pop((job.idea, job.arm), None), job.idea, job.arm, result)
 
-    outcome = confirm(spec, runner, ideas=ideas, on_result=on_result, on_start=on_start)
+    start = time.monotonic()
+    outcome = confirm(spec, runner, ideas=ideas, on_result=on_result, on_start=on_start,
+                      tuning=arms)
+    deciding = time.monotonic() - start
+    if tracker is not None and tuning is not None:
+        log_tuning(tracker, tuning)
     rows = verdict_rows(outcome)
     print(f"\n{TABLE_HEAD}", file=stdout)
     for row in rows:
         print(table_line(row), file=stdout)
-    write_report(spec, outcome, out, meta)
+    timing = {"tuning_seconds": tuning.seconds if tuning else 0.0, "deciding_seconds": deciding}
+    write_report(spec, outcome, out, meta, timing)
     (out / "confirmation.json").write_text(json.dumps({
         "spec": spec.model_dump(), "results": outcome.results, "looks": outcome.looks,
-        "verdicts": [v.to_dict() for v in outcome.verdicts], "meta": meta}))
+        "verdicts": [v.to_dict() for v in outcome.verdicts], "meta": meta, "timing": timing,
+        "tuning": {i: {a: t.to_dict() for a, t in arms.items()}
+                   for i, arms in outcome.tuning.items()}}))
     if tracker is not None:
         log_verdicts(tracker, rows)
         log_report(tracker, out)
@@ -243,5 +273,6 @@ def regenerate(tracking_uri: str, run_id: str, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     saved = json.loads(download_confirmation(tracking_uri, run_id, out).read_text())
     spec = ConfirmSpec(**saved["spec"])
-    outcome = reanalyse(spec, saved["results"], saved["verdicts"], saved["looks"])
-    return write_report(spec, outcome, out, saved.get("meta"))
+    outcome = reanalyse(spec, saved["results"], saved["verdicts"], saved["looks"],
+                        tuning_from_dicts(saved.get("tuning", {})))
+    return write_report(spec, outcome, out, saved.get("meta"), saved.get("timing"))

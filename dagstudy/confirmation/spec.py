@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dagstudy.confirmation.tune_spec import TuneSpec, verdict_seed_range
 from dagstudy.ideas import IDEAS
 
 
@@ -93,6 +94,11 @@ class IdeaSpec(BaseModel):
     fanin_sweep: list[int] | None = Field(None, min_length=1)
     diagnostics: list[str] = []
     settings: SettingsSpec | None = None
+    tune: TuneSpec | None = Field(None, description="tune every arm (replaces the file's)")
+    rank_bases: list[dict[str, Any]] = Field(
+        [], description="bases of ranks 1.. of `from_study: {top: K}` (set by from_study)")
+    base_trials: list[dict[str, Any]] = Field(
+        [], description="the study trials the bases came from (set by from_study)")
 
 
 class SequentialSpec(BaseModel):
@@ -116,11 +122,31 @@ class ConfirmSpec(BaseModel):
     sequential: SequentialSpec = SequentialSpec()
     settings: SettingsSpec | None = Field(
         None, description="settings for every idea that gives none of its own")
+    tune: TuneSpec | None = Field(None, description="tune every arm of every idea")
     ideas: dict[str, IdeaSpec] = Field(min_length=1)
+
+    def tune_for(self, idea: str) -> TuneSpec | None:
+        """The idea's ``tune`` block, else the file's; None: fixed hyperparameters."""
+        return self.ideas[idea].tune or self.tune
+
+    def verdict_seeds(self) -> range:
+        """Every seed a verdict may train (all looks of a sequential design)."""
+        seq = self.sequential
+        extra = (seq.looks - 1) * seq.add_seeds if seq.enabled else 0
+        return verdict_seed_range(self.first_seed, self.seeds, extra)
 
     @model_validator(mode="after")
     def _known_ideas(self) -> ConfirmSpec:
         unknown = [k for k in self.ideas if k not in IDEAS]
         if unknown:
             raise ValueError(f"ideas: unknown {unknown} (allowed: {', '.join(IDEAS)})")
+        verdict = self.verdict_seeds()
+        for idea in self.ideas:
+            tune = self.tune_for(idea)
+            if tune and set(tune.seed_list) & set(verdict):
+                field = f"ideas.{idea}.tune" if self.ideas[idea].tune else "tune"
+                raise ValueError(
+                    f"{field}.first_seed: tuning seeds {tune.first_seed}..{tune.seed_list[-1]} "
+                    f"overlap the verdict seeds {verdict.start}..{verdict.stop - 1}; they must "
+                    f"be disjoint")
         return self
