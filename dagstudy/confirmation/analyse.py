@@ -20,7 +20,7 @@ import numpy as np
 
 from dagstudy.confirmation.plan import Experiment
 from dagstudy.confirmation.spec import ConfirmSpec, IdeaSpec
-from dagstudy.confirmation.verdict import IdeaResult, Verdict, test_idea
+from dagstudy.confirmation.verdict import IdeaResult, Verdict, test_idea, unusable
 
 
 def seed_values(result: dict[str, Any], metric: str) -> np.ndarray:
@@ -60,14 +60,22 @@ class IdeaAnalysis:
     secondary: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _paired(control, treatment, ispec: IdeaSpec, spec: ConfirmSpec, name: str) -> IdeaResult:
+def _paired(control: np.ndarray, treatment: np.ndarray, seeds: list[int], ispec: IdeaSpec,
+            spec: ConfirmSpec, name: str) -> IdeaResult:
+    """The paired test on the seeds where both arms have a value (a crashed arm has none)."""
+    complete = np.isfinite(control) & np.isfinite(treatment)
+    failed = tuple(int(s) for s, ok in zip(seeds, complete) if not ok)
+    if complete.sum() < 2:
+        return unusable(name, spec.test, ispec.higher_is_better, ispec.margin,
+                        int(complete.sum()), failed)
+    control, treatment = control[complete], treatment[complete]
     kwargs = dict(margin=ispec.margin, higher_is_better=ispec.higher_is_better, test=spec.test,
                   name=name, ci_method=spec.ci_method, n_resamples=spec.n_resamples)
-    raw = test_idea(control, treatment, **kwargs)
+    raw = replace(test_idea(control, treatment, **kwargs), failed_seeds=failed)
     if not ispec.noninferiority:
         return raw
     shift = ispec.margin if ispec.higher_is_better else -ispec.margin
-    shifted = test_idea(control, np.asarray(treatment) + shift, **kwargs)
+    shifted = test_idea(control, treatment + shift, **kwargs)
     return replace(raw, p=shifted.p, effect_sign=shifted.effect_sign, p_tost=1.0)
 
 
@@ -86,12 +94,13 @@ def analyse(exp: Experiment, results: dict[str, dict], spec: ConfirmSpec) -> Ide
             secondary.append({"arm": arm, "depths": ispec.depths, "means": means,
                               "first_degrading_depth": first_degrading_depth(
                                   [m * sign for m in means], ispec.depths, ispec.margin)})
-        raw = _paired(control, treatment, primary, spec, exp.idea)
+        seeds = results[f"control@depth={ispec.depths[0]}"]["seeds"]
+        raw = _paired(control, treatment, seeds, primary, spec, exp.idea)
         return IdeaAnalysis(exp.idea, f"{metric} degradation", raw, control, treatment, secondary)
 
     control = seed_values(results["control"], metric)
     treatment = seed_values(results["treatment"], metric)
-    raw = _paired(control, treatment, ispec, spec, exp.idea)
+    raw = _paired(control, treatment, results["control"]["seeds"], ispec, spec, exp.idea)
     for arm, cfg in exp.arms.items():
         if arm in ("control", "treatment"):
             continue

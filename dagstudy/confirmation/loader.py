@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from dagstudy.config import format_errors
 from dagstudy.confirmation.plan import plan
 from dagstudy.confirmation.spec import ConfirmSpec
 from dagstudy.ideas import IDEAS
+from dagstudy.study.yamlfile import YamlFileError, read_yaml
 
 
 class ConfirmInputError(ValueError):
@@ -26,9 +26,9 @@ def load_spec(path: str | Path, seeds: int | None = None) -> ConfirmSpec:
     if not path.is_file():
         raise ConfirmInputError(f"{path}: no such confirmation file")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfirmInputError(f"{path}: not valid YAML ({e})") from None
+        raw = read_yaml(path)
+    except YamlFileError as e:
+        raise ConfirmInputError(str(e)) from None
     if not isinstance(raw, dict):
         raise ConfirmInputError(f"{path}: must be a mapping of fields")
     if seeds is not None:

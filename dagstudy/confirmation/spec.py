@@ -7,17 +7,17 @@ a ``ConfirmSpec``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
+from dagstudy.config import StrictModel, check_name
 from dagstudy.ideas import IDEAS
 
 
-class IdeaSpec(BaseModel):
+class IdeaSpec(StrictModel):
     """One idea's experiment; arms are ``TrainConfig`` overrides of the file's and idea's base."""
 
-    model_config = ConfigDict(extra="forbid")
     metric: str = "test_accuracy"
     higher_is_better: bool = True
     margin: float = Field(0.01, gt=0.0, description="smallest difference that matters (units)")
@@ -32,17 +32,15 @@ class IdeaSpec(BaseModel):
     diagnostics: list[str] = []
 
 
-class SequentialSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SequentialSpec(StrictModel):
     enabled: bool = False
     looks: int = Field(3, ge=2, le=10)
     add_seeds: int = Field(5, ge=1)
     spending: Literal["obrien-fleming", "bonferroni"] = "obrien-fleming"
 
 
-class ConfirmSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+class ConfirmSpec(StrictModel):
+    name: Annotated[str, AfterValidator(check_name)]
     base: dict[str, Any] = {}
     seeds: int = Field(10, ge=2)
     first_seed: int = Field(0, ge=0)
