@@ -138,7 +138,8 @@ def is_loopback(address: str) -> bool:
 def test_a_local_study_listens_on_loopback_only_and_leaves_nothing_behind(tmp_path, no_ray_env):
     """A driver that starts a local Ray, runs a trial, prints its process tree's listening
     sockets, and is then killed with SIGKILL: nothing it started listens on a non-loopback
-    address, and Ray's processes are gone within a minute of its death."""
+    address, and Ray's processes are gone within two minutes of its death (its agents see at
+    once that their raylet died, then try for 60 s to report that to the dead GCS)."""
     script = (
         "import os, sys, time, ray\n"
         "from dagstudy.study.cluster import connect_ray\n"
@@ -158,7 +159,7 @@ def test_a_local_study_listens_on_loopback_only_and_leaves_nothing_behind(tmp_pa
     finally:
         driver.kill()
         driver.wait(30)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while listening(tree) and time.monotonic() < deadline:
         time.sleep(1)
     assert listening(tree) == []
@@ -183,7 +184,7 @@ def test_sampled_configurations_over_the_memory_budget_fail_as_trials(tmp_path, 
     as the reason, the narrow end completes; nothing is OOM-killed or retried."""
     spec = parse_spec(tiny("budget", budget={"trials": 4}, search={"width": [8, 4096]},
                            seeds=4, resources={"cpus": 1, "memory_gb": 0.05},
-                           sampler={"name": "random", "seed": 3}))
+                           sampler={"name": "random", "seed": 9}))  # draws both widths
     study = run_study(spec, run_dir=tmp_path, num_cpus=2)
     by_width = {}
     for t in study.trials:
@@ -359,7 +360,8 @@ def test_train_rejects_infinite_values_and_a_network_larger_than_memory():
 def test_ctrl_c_in_train_ends_without_a_traceback():
     proc = subprocess.Popen([sys.executable, "-m", "dagstudy.cli", "train", "--epochs", "400",
                              "--seeds", "2"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)
+    first = proc.stderr.readline()  # the first epoch's progress line: training has started
+    assert first.startswith("epoch"), first
     proc.send_signal(signal.SIGINT)
     err = proc.stderr.read()
     assert proc.wait(60) == 130

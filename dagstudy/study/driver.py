@@ -119,7 +119,8 @@ def _open_study(spec: StudySpec, storage: Storage,
     if not resume and existing:
         raise StudyError(f"study {spec.name!r} exists in {where}; "
                          f"continue it with `dagstudy resume {spec.name}` or rename it")
-    stored = existing[0].n_trials if existing else 0
+    stored = (len(rdb.get_all_trials(rdb.get_study_id_from_name(spec.name), deepcopy=False))
+              if existing else 0)
     try:
         study = optuna.create_study(study_name=spec.name, storage=rdb,
                                     sampler=make_sampler(spec.sampler, seed_offset=stored),
