@@ -24,7 +24,7 @@ Storage:
 Measured per configuration (timers wrap library methods in this process only; the library is
 unchanged):
 
-- ``loop s``: the driver's trial loop (``_Driver.run``: first ``ask`` to the last trial's MLflow
+- ``loop s``: the driver's trial loop (``TrialLoop.run``: first ``ask`` to the last trial's MLflow
   logging); trials/min = trials / loop. ``fixed s``: the rest of ``run_study`` (creating the
   study and the MLflow experiment, parameter importances and the summary plots at the end).
   Starting Ray is outside both; worker processes start inside the loop (the first trial on
@@ -73,7 +73,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dagstudy.study import driver as execute  # noqa: E402
+from dagstudy.study import loop as loop_module  # noqa: E402
 from dagstudy.study.driver import run_study  # noqa: E402
 from dagstudy.study.loader import parse_spec  # noqa: E402
 from dagstudy.tracking import tracker as tracking  # noqa: E402
@@ -190,7 +190,7 @@ def instrumented(timers: Timers) -> Iterator[dict[str, float]]:
     tracking.Tracker.end_trial = end_trial_recording
     timers._undo.append(lambda: setattr(tracking.Tracker, "end_trial", end_trial))
 
-    loop = execute._Driver.run
+    loop = loop_module.TrialLoop.run
 
     def run(self):
         span["start"] = time.perf_counter()
@@ -201,8 +201,8 @@ def instrumented(timers: Timers) -> Iterator[dict[str, float]]:
             timers.on = False
             span["end"] = time.perf_counter()
 
-    execute._Driver.run = run
-    timers._undo.append(lambda: setattr(execute._Driver, "run", loop))
+    loop_module.TrialLoop.run = run
+    timers._undo.append(lambda: setattr(loop_module.TrialLoop, "run", loop))
     try:
         yield span
     finally:

@@ -46,9 +46,27 @@ CHOICES = {
 
 
 class StrictModel(BaseModel):
-    """A pydantic model that rejects unknown fields (every spec and config model is one)."""
+    """A pydantic model that rejects unknown fields and infinite or NaN numbers (every spec and
+    config model is one)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+NAME_MAX = 100
+"""Longest study or confirmation name: it names an MLflow experiment (500 characters at most)
+and a spool directory (255 bytes per path component on Linux)."""
+
+
+def check_name(value: str) -> str:
+    """A study or confirmation name: 1..NAME_MAX of ``A-Z a-z 0-9 _ . -``, not only dots (a
+    name is a directory under the run directory)."""
+    if not 1 <= len(value) <= NAME_MAX:
+        raise ValueError(f"must be 1 to {NAME_MAX} characters (got {len(value)})")
+    if not all(c.isascii() and (c.isalnum() or c in "_.-") for c in value):
+        raise ValueError("allowed characters: letters, digits, '_', '.', '-'")
+    if set(value) == {"."}:
+        raise ValueError(f"{value!r} is not a usable name (it is a directory reference)")
+    return value
 
 
 class TrainConfig(StrictModel):

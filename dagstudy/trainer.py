@@ -99,7 +99,8 @@ class TrialResult:
 
     ``final[m]``: last-epoch value of metric ``m`` per seed; ``curves[m]``: per epoch, per seed
     (``curves["dead_by_block"]`` is per epoch, per seed, per block); ``status[i]`` is ``"ok"``
-    or ``"diverged"`` with ``reasons[i]`` saying why and when.
+    or ``"diverged"`` with ``reasons[i]`` saying why and when (``"failed"``: the run crashed,
+    ``TrialResult.crashed``).
     """
 
     config: dict[str, Any]
@@ -131,6 +132,15 @@ class TrialResult:
     @property
     def failed(self) -> bool:
         return any(s != "ok" for s in self.status)
+
+    @classmethod
+    def crashed(cls, config: TrainConfig, seeds: list[int], reason: str) -> TrialResult:
+        """The result of a run that raised before it returned: every seed ``"failed"`` with
+        ``reason``, no metric values (what a confirmation records for an arm that crashed)."""
+        return cls(config=config.model_dump(mode="json"), seeds=list(seeds), device="",
+                   final={m: [None] * len(seeds) for m in FINAL_METRICS}, curves={},
+                   status=["failed"] * len(seeds), reasons=[reason] * len(seeds), epochs=0,
+                   wall_seconds=0.0, params=0, flops_per_example=0)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {m: self.summary(m) for m in self.final}

@@ -32,8 +32,9 @@ from ray.cluster_utils import Cluster
 from ray.util.state import list_tasks
 
 import dagstudy.study.rdb
-from dagstudy.study.driver import counted, run_study
+from dagstudy.study.driver import run_study
 from dagstudy.study.loader import parse_spec
+from dagstudy.study.loop import counted
 from dagstudy.study.rdb import (
     SCHEMA_ATTEMPTS,
     RetryingRDBStorage,

@@ -114,7 +114,7 @@ def test_malformed_study_cli_subprocess(tmp_path):
     ({"pruner": {"name": "asha"}}, "pruner: Input tag 'asha'"),
     ({"pruner": {"name": "median", "n_warmup": 1}}, "pruner.median.n_warmup: Extra inputs"),
     ({"objective": {"metric": "accuracy"}}, "objective.metric: unknown 'accuracy'"),
-    ({"name": "has space"}, "name: String should match pattern"),
+    ({"name": "has space"}, "name: allowed characters: letters, digits"),
 ])
 def test_errors_name_the_field(change, message):
     with pytest.raises(SpecError) as err:

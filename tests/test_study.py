@@ -25,8 +25,9 @@ from dagstudy.config import TrainConfig
 from dagstudy.confirmation.plan import ArmJob
 from dagstudy.ideas import ideas_touched
 from dagstudy.study.cluster import job_submission, ray_runner, submit
-from dagstudy.study.driver import counted, run_study
+from dagstudy.study.driver import run_study
 from dagstudy.study.loader import load_spec, parse_spec
+from dagstudy.study.loop import counted
 from dagstudy.study.progress import Status, format_status
 from dagstudy.study.query import best_configs, trials
 from dagstudy.study.samplers import make_pruner

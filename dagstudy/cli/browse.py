@@ -64,12 +64,15 @@ def ui_command(storage: Storage, port: int = 5000, host: str = "127.0.0.1",
 
 
 def _cmd_ui(args) -> int:
-    from dagstudy.study.storage import storage_for
+    from dagstudy.study.storage import StorageError, storage_for
 
     port(args.port)
     if args.workers < 1:
         raise UsageError("--workers: must be >= 1")
-    storage = storage_for(None, args.run_dir)
+    try:
+        storage = storage_for(None, args.run_dir, create=False)
+    except StorageError as e:
+        raise UsageError(str(e)) from None
     if not storage.mlflow.startswith("sqlite"):
         print(f"MLflow tracking is at {redact_url(storage.mlflow)}: open that server's UI")
         return 0

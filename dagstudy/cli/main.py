@@ -45,3 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"dagstudy {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling: no traceback
+        print(f"\ndagstudy {args.command}: interrupted", file=sys.stderr)
+        return 130

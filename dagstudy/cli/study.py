@@ -79,13 +79,15 @@ def _study_spec(args):
         return _load_study_spec(args.study)
     from dagstudy.study.query import load_study
     from dagstudy.study.spec import SpecError, StorageSpec, StudySpec
-    from dagstudy.study.storage import storage_for
+    from dagstudy.study.storage import StorageError, storage_for
 
-    url = args.storage or storage_for(None, args.run_dir).optuna
     try:
+        url = args.storage or storage_for(None, args.run_dir, create=False).optuna
         spec = StudySpec(**load_study(args.study, url).user_attrs["spec"])
     except KeyError as e:
         raise UsageError(f"study: {e.args[0]}") from None
+    except StorageError as e:
+        raise UsageError(str(e)) from None
     except (ValidationError, SpecError) as e:
         raise UsageError(f"stored spec of {args.study}: {e}") from None
     return spec.model_copy(update={"storage": StorageSpec(optuna=args.storage)})
@@ -100,10 +102,16 @@ def _cmd_run(args) -> int:
     import optuna
 
     from dagstudy.study.driver import StudyError, run_study, summary
+    from dagstudy.study.loop import StopRequested
     from dagstudy.study.progress import progress_printer
-    from dagstudy.study.storage import storage_for
+    from dagstudy.study.storage import StorageError, storage_for
     from dagstudy.tracking.client import experiment_runs_url
 
+    if args.command == "resume" and not spec.storage.optuna:
+        try:  # resuming reads a store that exists; it never creates an empty one
+            storage_for(spec, args.run_dir, create=False)
+        except StorageError as e:
+            raise UsageError(str(e)) from None
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"study {spec.name}: opening the storage, starting Ray...", file=sys.stderr,
@@ -114,8 +122,9 @@ def _cmd_run(args) -> int:
                           progress=progress_printer())
     except StudyError as e:
         raise UsageError(str(e)) from None
-    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C; SIGTERM (Ray's driver exits on it)
-        print(f"\ninterrupted; continue with: dagstudy resume {spec.name}", file=sys.stderr)
+    except (KeyboardInterrupt, StopRequested, SystemExit) as e:  # Ctrl-C; SIGTERM
+        print(f"\ninterrupted; running trials re-queued; continue with: dagstudy resume "
+              f"{spec.name}", file=sys.stderr)
         return 130 if isinstance(e, KeyboardInterrupt) else 143
     storage = storage_for(spec, args.run_dir)
     url = experiment_runs_url(storage.mlflow, spec.name)
@@ -169,16 +178,18 @@ def stored_study(args):
     """The Optuna study that ``args.study`` (a file or a name) names, and its ``Storage``
     (``--storage`` overrides the Optuna URL)."""
     from dagstudy.study.query import load_study
-    from dagstudy.study.storage import storage_for
+    from dagstudy.study.storage import StorageError, storage_for
 
     spec = _load_study_spec(args.study) if _is_file(args.study) else None
-    storage = storage_for(spec, args.run_dir)
-    if args.storage:
-        storage = dataclasses.replace(storage, optuna=args.storage)
     try:
+        storage = storage_for(spec, args.run_dir, create=bool(args.storage))
+        if args.storage:
+            storage = dataclasses.replace(storage, optuna=args.storage)
         return load_study(spec.name if spec else args.study, storage.optuna), storage
     except KeyError as e:
         raise UsageError(f"study: {e.args[0]}") from None
+    except StorageError as e:
+        raise UsageError(str(e)) from None
 
 
 def _cmd_best(args) -> int:

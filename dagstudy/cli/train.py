@@ -121,18 +121,27 @@ def _progress(epochs: int) -> Callable[[dict], None]:
 
 def run(args: argparse.Namespace) -> int:
     from dagstudy.data.raw import DataError
+    from dagstudy.memory import MemoryBudgetError, available_bytes, check
     from dagstudy.trainer import load_data, resolve_device, train
 
     config = train_config(args)
     try:
         device = resolve_device(args.device)
         data = load_data(config, args.seeds, device)
+        check(config, len(args.seeds), data.x.shape[0], data.d_in, data.n_classes,
+              available_bytes(), "this machine's available memory")
     except DataError as e:
         raise UsageError(f"--data-dir / --dataset: {e}") from None
+    except MemoryBudgetError as e:
+        raise UsageError(f"--width / --depth / --seeds: {e}") from None
     except ValueError as e:
         raise UsageError(f"--{e}") from None
     on_epoch = None if args.quiet else _progress(config.epochs)
-    result = train(config, args.seeds, data, device, on_epoch)
+    try:
+        result = train(config, args.seeds, data, device, on_epoch)
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C): nothing was saved", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0

@@ -24,7 +24,7 @@ from dagstudy.config import TrainConfig
 from dagstudy.confirmation.plan import Experiment, qualify
 from dagstudy.confirmation.pooling import pool, resolve_scale
 from dagstudy.confirmation.spec import ConfirmSpec, IdeaSpec
-from dagstudy.confirmation.verdict import IdeaResult, Verdict, test_idea
+from dagstudy.confirmation.verdict import IdeaResult, Verdict, test_idea, unusable
 
 
 def seed_values(result: dict[str, Any], metric: str) -> np.ndarray:
@@ -70,14 +70,22 @@ class IdeaAnalysis:
     pooled: dict[str, Any] | None = None
 
 
-def _paired(control, treatment, ispec: IdeaSpec, spec: ConfirmSpec, name: str) -> IdeaResult:
+def _paired(control: np.ndarray, treatment: np.ndarray, seeds: list[int], ispec: IdeaSpec,
+            spec: ConfirmSpec, name: str) -> IdeaResult:
+    """The paired test on the seeds where both arms have a value (a crashed arm has none)."""
+    complete = np.isfinite(control) & np.isfinite(treatment)
+    failed = tuple(int(s) for s, ok in zip(seeds, complete) if not ok)
+    if complete.sum() < 2:
+        return unusable(name, spec.test, ispec.higher_is_better, ispec.margin,
+                        int(complete.sum()), failed)
+    control, treatment = control[complete], treatment[complete]
     kwargs = dict(margin=ispec.margin, higher_is_better=ispec.higher_is_better, test=spec.test,
                   name=name, ci_method=spec.ci_method, n_resamples=spec.n_resamples)
-    raw = test_idea(control, treatment, **kwargs)
+    raw = replace(test_idea(control, treatment, **kwargs), failed_seeds=failed)
     if not ispec.noninferiority:
         return raw
     shift = ispec.margin if ispec.higher_is_better else -ispec.margin
-    shifted = test_idea(control, np.asarray(treatment) + shift, **kwargs)
+    shifted = test_idea(control, treatment + shift, **kwargs)
     return replace(raw, p=shifted.p, effect_sign=shifted.effect_sign, p_tost=1.0)
 
 
@@ -120,17 +128,20 @@ def analyse_setting(idea: str, ispec: IdeaSpec, arms: dict[str, TrainConfig],
             secondary.append({"arm": arm, "depths": ispec.depths, "means": means,
                               "first_degrading_depth": first_degrading_depth(
                                   [m * sign for m in means], ispec.depths, ispec.margin)})
-        raw = _paired(control, treatment, primary, spec, idea)
+        seeds = results[f"control@depth={ispec.depths[0]}"]["seeds"]
+        raw = _paired(control, treatment, seeds, primary, spec, idea)
         return IdeaAnalysis(idea, f"{metric} degradation", raw, control, treatment, secondary)
 
     control = seed_values(results["control"], metric)
     treatment = seed_values(results["treatment"], metric)
-    raw = _paired(control, treatment, ispec, spec, idea)
+    seeds = results["control"]["seeds"]
+    raw = _paired(control, treatment, seeds, ispec, spec, idea)
     for r, info in enumerate(ispec.base_trials[1:], start=1):  # from_study top K: ranks 1..
         if f"control@rank={r}" not in results:
             continue
         rr = _paired(seed_values(results[f"control@rank={r}"], metric),
-                     seed_values(results[f"treatment@rank={r}"], metric), ispec, spec, idea)
+                     seed_values(results[f"treatment@rank={r}"], metric), seeds, ispec, spec,
+                     idea)
         secondary.append({"setting": f"{info['study']} rank {r} (trial {info['trial']})",
                           "diff": rr.diff, "ci": [rr.ci_low, rr.ci_high], "p": rr.p})
     for arm, cfg in arms.items():

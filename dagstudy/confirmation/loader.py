@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from dagstudy.config import format_errors
@@ -18,6 +17,7 @@ from dagstudy.confirmation.plan import check_data, plan
 from dagstudy.confirmation.spec import ConfirmSpec
 from dagstudy.confirmation.tune import tuning_studies
 from dagstudy.ideas import IDEAS
+from dagstudy.study.yamlfile import YamlFileError, read_yaml
 
 
 class ConfirmInputError(ValueError):
@@ -32,9 +32,9 @@ def load_spec(path: str | Path, seeds: int | None = None, storage: str | None = 
     if not path.is_file():
         raise ConfirmInputError(f"{path}: no such confirmation file")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfirmInputError(f"{path}: not valid YAML ({e})") from None
+        raw = read_yaml(path)
+    except YamlFileError as e:
+        raise ConfirmInputError(str(e)) from None
     if not isinstance(raw, dict):
         raise ConfirmInputError(f"{path}: must be a mapping of fields")
     if seeds is not None:

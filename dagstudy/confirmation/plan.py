@@ -174,8 +174,9 @@ def check_data(experiments: list[Experiment], seed: int = 0) -> None:
 
 
 def local_runner(device: str = "auto") -> Runner:
-    """Train each job in this process, one after another."""
-    from dagstudy.trainer import resolve_device
+    """Train each job in this process, one after another. A job that raises yields a
+    ``TrialResult.crashed`` result naming the exception; the next job runs."""
+    from dagstudy.trainer import TrialResult, resolve_device
 
     dev = resolve_device(device)
 
@@ -184,7 +185,11 @@ def local_runner(device: str = "auto") -> Runner:
             if on_start is not None:
                 on_start(job)
             seeds = list(job.seeds)
-            data = load_data(job.config, seeds, dev)
-            yield job, train(job.config, seeds, data, dev).to_dict()
+            try:
+                data = load_data(job.config, seeds, dev)
+                result = train(job.config, seeds, data, dev)
+            except Exception as e:  # recorded as the arm's failure; the confirmation goes on
+                result = TrialResult.crashed(job.config, seeds, f"{type(e).__name__}: {e}")
+            yield job, result.to_dict()
 
     return run

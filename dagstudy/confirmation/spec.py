@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
+from dagstudy.config import StrictModel, check_name
 from dagstudy.confirmation.tune_spec import TuneSpec, verdict_seed_range
 from dagstudy.ideas import IDEAS
 
 
-class SettingsSpec(BaseModel):
+class SettingsSpec(StrictModel):
     """Several settings of one idea: ``TrainConfig`` overrides applied on top of the base (and
     under the arms' own overrides), each a full paired experiment on the same seeds.
 
@@ -31,7 +32,6 @@ class SettingsSpec(BaseModel):
     ``d_z`` otherwise).
     """
 
-    model_config = ConfigDict(extra="forbid")
     each: list[dict[str, Any]] = []
     grid: dict[str, list[Any]] = {}
     data_dirs: dict[str, str] = {}
@@ -77,10 +77,9 @@ def _label_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-class IdeaSpec(BaseModel):
+class IdeaSpec(StrictModel):
     """One idea's experiment; arms are ``TrainConfig`` overrides of the file's and idea's base."""
 
-    model_config = ConfigDict(extra="forbid")
     metric: str = "test_accuracy"
     higher_is_better: bool = True
     margin: float = Field(0.01, gt=0.0, description="smallest difference that matters (units)")
@@ -101,17 +100,15 @@ class IdeaSpec(BaseModel):
         [], description="the study trials the bases came from (set by from_study)")
 
 
-class SequentialSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SequentialSpec(StrictModel):
     enabled: bool = False
     looks: int = Field(3, ge=2, le=10)
     add_seeds: int = Field(5, ge=1)
     spending: Literal["obrien-fleming", "bonferroni"] = "obrien-fleming"
 
 
-class ConfirmSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+class ConfirmSpec(StrictModel):
+    name: Annotated[str, AfterValidator(check_name)]
     base: dict[str, Any] = {}
     seeds: int = Field(10, ge=2)
     first_seed: int = Field(0, ge=0)

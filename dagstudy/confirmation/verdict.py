@@ -44,6 +44,8 @@ class IdeaResult:
     ``diff = treatment_mean - control_mean`` (metric units, not oriented); ``effect_sign`` is
     the direction the primary test sees (+1 treatment higher, -1 lower, 0 none); ``p`` is the
     two-sided primary-test p-value and ``p_tost`` the TOST p-value against ``margin``.
+    ``failed_seeds``: seeds left out because an arm has no value for them (a crashed arm);
+    with fewer than 2 pairs left every statistic is NaN and both p-values are 1.
     """
 
     name: str
@@ -61,6 +63,7 @@ class IdeaResult:
     p: float
     p_tost: float
     effect_sign: int
+    failed_seeds: tuple[int, ...] = ()
 
     @property
     def better(self) -> bool:
@@ -107,9 +110,20 @@ class Verdict:
             v = data[key]
             return math.nan if v is None and key not in ("seeds_needed",) else v
 
-        result = IdeaResult(**{f: value(f) for f in IdeaResult.__dataclass_fields__})
+        fields = {f: value(f) for f in IdeaResult.__dataclass_fields__ if f != "failed_seeds"}
+        result = IdeaResult(**fields, failed_seeds=tuple(data.get("failed_seeds") or ()))
         own = {f: value(f) for f in cls.__dataclass_fields__ if f != "result"}
         return cls(result=result, **own)
+
+
+def unusable(name: str, test: str, higher_is_better: bool, margin: float, pairs: int,
+             failed_seeds: tuple[int, ...]) -> IdeaResult:
+    """The raw result of an idea with fewer than 2 complete pairs: nothing to test."""
+    nan = math.nan
+    return IdeaResult(name=name, test=test, higher_is_better=higher_is_better, margin=margin,
+                      seeds=pairs, control_mean=nan, treatment_mean=nan, diff=nan, sd_diff=nan,
+                      ci_low=nan, ci_high=nan, d_z=nan, p=1.0, p_tost=1.0, effect_sign=0,
+                      failed_seeds=failed_seeds)
 
 
 def test_idea(
@@ -177,6 +191,12 @@ def _decide_one(
     max_seeds: int,
 ) -> Verdict:
     needed = None
+    if r.seeds < 2:
+        left_out = ", ".join(map(str, r.failed_seeds))
+        return Verdict(result=r, verdict="inconclusive", alpha=alpha, p_adjusted=1.0,
+                       p_tost_adjusted=1.0, seeds_needed=None,
+                       reason=f"an arm failed on seeds {left_out}: {r.seeds} complete pairs left "
+                              "(the arm runs say why)")
     if p_adjusted < alpha and r.better:
         outcome, reason = "confirmed", f"treatment better, adjusted p < {alpha:g}"
         if p_tost_adjusted < alpha:
@@ -190,6 +210,8 @@ def _decide_one(
         needed = _seeds_to_decide(r, plan_alpha, power, max_seeds)
         at_least = "at least " if needed == max_seeds else ""
         reason = f"neither test decisive; {at_least}{needed} pairs likely decide it"
+    if r.failed_seeds:
+        reason += f"; seeds {', '.join(map(str, r.failed_seeds))} failed and are left out"
     return Verdict(
         result=r,
         verdict=outcome,

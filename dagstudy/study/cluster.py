@@ -17,8 +17,10 @@ from typing import Any
 
 import ray
 
+from dagstudy.study.rdb import error_line
 from dagstudy.study.spec import Resources
 from dagstudy.study.worker import train_job
+from dagstudy.trainer import TrialResult
 
 _train_job_task = ray.remote(train_job)
 
@@ -29,8 +31,10 @@ PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 def ray_runner(
     resources: Resources | None = None, device: str = "auto"
 ) -> Callable[[list], Iterable[tuple[Any, dict[str, Any]]]]:
-    """A ``confirm.Runner`` over Ray tasks: every job launched at once (``on_start(job)`` just
-    before each), each result yielded as it finishes. Connect Ray first (``connect_ray``)."""
+    """A confirmation ``Runner`` over Ray tasks: every job launched at once (``on_start(job)``
+    just before each), each result yielded as it finishes. A job whose task raised, or whose
+    worker died twice, yields a ``TrialResult.crashed`` result with the reason. Connect Ray
+    first (``connect_ray``)."""
     res = resources or Resources()
 
     def run(jobs: list, on_start: Callable[[Any], None] | None = None
@@ -44,9 +48,20 @@ def ray_runner(
                 job.config.model_dump(), list(job.seeds), device, max(1, int(res.cpus)))] = job
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
-            yield refs.pop(ready[0]), ray.get(ready[0])
+            job = refs.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as e:
+                result = _crashed(job, f"task raised {error_line(e.cause or e)}")
+            except ray.exceptions.RayError as e:
+                result = _crashed(job, f"worker died (retried once): {error_line(e)}")
+            yield job, result
 
     return run
+
+
+def _crashed(job: Any, reason: str) -> dict[str, Any]:
+    return TrialResult.crashed(job.config, list(job.seeds), reason).to_dict()
 
 
 SHIPPED_ENV = ("DAGSTUDY_STORAGE_RETRY_SECONDS",)
@@ -55,26 +70,77 @@ SHIPPED_ENV = ("DAGSTUDY_STORAGE_RETRY_SECONDS",)
 ``PGPASSFILE``) in the environment it was started with."""
 
 
+LOCAL_SYSTEM_CONFIG = {"task_oom_retries": 1}
+"""A local Ray's settings: a task its memory monitor kills is re-run once, as a task whose worker
+died is (``max_retries=1``), never without limit (Ray's default). Clusters set
+``RAY_task_oom_retries=1`` in each node's environment (``infra/``)."""
+
+
+def _start_local_ray(num_cpus: int | None, **kwargs: Any) -> None:
+    """A new single-machine Ray whose every listening socket is on 127.0.0.1, with no dashboard.
+
+    Ray binds its servers (GCS, raylet, workers, agents, metrics exporters) to the node IP it
+    picks, and picks the machine's outward address whenever its cluster mode is on (Linux's
+    default). Its single-machine mode keeps the node on loopback; Ray reads that mode from
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` in each process it starts, and from a constant this
+    process imported already, so both are set for the duration of the start.
+    """
+    from ray._private import ray_constants
+
+    saved_env = os.environ.get(LOOPBACK_ENV)
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 _node_ip_address="127.0.0.1", _system_config=LOCAL_SYSTEM_CONFIG, **kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = saved_env
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray unless connected already: ``address`` (or ``RAY_ADDRESS``, as inside a
     Ray job) joins a cluster and ships this ``dagstudy`` package to its workers; otherwise a
-    new local instance starts (never silently an unrelated ``ray start`` one) with
-    ``num_cpus`` (default: this machine's). Returns True when this call started or joined Ray
-    (the caller then calls ``ray.shutdown()``)."""
+    new local instance starts on 127.0.0.1 only (never silently an unrelated ``ray start``
+    one) with ``num_cpus`` (default: this machine's). Returns True when this call started or
+    joined Ray (the caller then calls ``ray.shutdown()``)."""
     if ray.is_initialized():
         return False
     quiet = dict(log_to_driver=False, logging_level="WARNING")
     if address:
-        package = PACKAGE_DIR
         env = {k: os.environ[k] for k in SHIPPED_ENV if k in os.environ}
-        ray.init(address=address, runtime_env={"py_modules": [package], "env_vars": env},
+        ray.init(address=address, runtime_env={"py_modules": [PACKAGE_DIR], "env_vars": env},
                  **quiet)
     elif os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
     else:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 **quiet)
+        _start_local_ray(num_cpus, **quiet)
     return True
+
+
+def check_fits(resources: Resources) -> None:
+    """Raise ``ClusterTooSmall`` when no alive node of the connected Ray has ``resources.cpus``
+    CPUs and ``resources.gpu`` GPUs (a task asking more would wait forever)."""
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    fits = [n for n in nodes
+            if n.get("CPU", 0) >= resources.cpus and n.get("GPU", 0) >= resources.gpu]
+    if not fits:
+        largest = max(nodes, key=lambda n: (n.get("CPU", 0), n.get("GPU", 0)), default={})
+        raise ClusterTooSmall(
+            f"resources: a trial asks {resources.cpus:g} CPUs and {resources.gpu:g} GPUs, but "
+            f"the largest node of this Ray has {largest.get('CPU', 0):g} CPUs and "
+            f"{largest.get('GPU', 0):g} GPUs ({len(nodes)} nodes)")
+
+
+class ClusterTooSmall(ValueError):
+    """The study asks more per trial than any node of the cluster has."""
 
 
 def job_submission(study_file: str | os.PathLike, workdir: Path, *,

@@ -39,31 +39,34 @@ FAIL (``interrupted``) and re-queues them, so ``resume`` picks them up.
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
+import signal
+import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 import ray
-from pydantic import ValidationError
 
-from dagstudy.config import format_errors
-from dagstudy.study.cluster import connect_ray
+from dagstudy.memory import MemoryBudgetError
+from dagstudy.study.cluster import ClusterTooSmall, check_fits, connect_ray
+from dagstudy.study.lease import Lease, LeaseHeld, acquire, release
+from dagstudy.study.loop import TrialLoop, requeue
+from dagstudy.study.preflight import check_memory
 from dagstudy.study.progress import Status
 from dagstudy.study.query import param_importances
-from dagstudy.study.rdb import error_line
 from dagstudy.study.samplers import make_pruner, make_sampler
-from dagstudy.study.space import suggest
 from dagstudy.study.spec import StudySpec
-from dagstudy.study.storage import Storage, open_storage, run_dir_for, storage_for
-from dagstudy.study.worker import TrialJob, TrialOutcome, train_trial
+from dagstudy.study.storage import (
+    Storage,
+    StorageError,
+    open_study_storage,
+    run_dir_for,
+    storage_for,
+)
+from dagstudy.study.worker import memory_budget
 from dagstudy.tracking.client import TrackingAuthError, check_access
-from dagstudy.tracking.records import TrialRecord
 from dagstudy.tracking.spool import Spool
 from dagstudy.tracking.tracker import Tracker
 from dagstudy.urls import redact_url
@@ -73,40 +76,6 @@ TrialState = optuna.trial.TrialState
 
 class StudyError(RuntimeError):
     """The study cannot be run as asked (it exists already, or does not exist to resume)."""
-
-
-_train_trial_task = ray.remote(train_trial)
-
-
-def counted(study: optuna.Study) -> int:
-    """Trials that count toward ``budget.trials`` (see the module docstring)."""
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and not t.user_attrs.get("requeued")))
-
-
-def trial_id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
-    """The storage's id of trial ``number`` of ``study`` (Optuna's public storage API)."""
-    study_id = storage.get_study_id_from_name(study.study_name)
-    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
-
-
-def requeue(study: optuna.Study, storage: optuna.storages.BaseStorage,
-            trial: optuna.trial.FrozenTrial, reason: str, tracker: Tracker) -> None:
-    """Fail a trial that will never report back and queue its params to run again."""
-    # The trial may belong to a dead process, so there is no ``optuna.Trial`` to set user
-    # attributes through: write them to the storage directly, before the trial is finished.
-    for key, value in {"failure_reason": reason, "requeued": True}.items():
-        storage.set_trial_user_attr(trial_id(storage, study, trial.number), key, value)
-    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-    study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number},
-                        skip_if_exists=False)
-    attrs = trial.user_attrs
-    if "config" in attrs:  # launched: it has (or should have had) an MLflow run
-        tracker.end_trial(attrs.get("mlflow_run_id"), TrialRecord(
-            number=trial.number, state="FAIL", config=attrs["config"], params=trial.params,
-            seeds=attrs.get("seeds", []), rows=[], result=None, objective=None, reason=reason,
-            report_seconds=None))
 
 
 def spool_dir(study: str, run_dir: str | os.PathLike | None = None) -> Path:
@@ -134,156 +103,43 @@ def study_tracker(study: optuna.Study, storage: Storage,
 
 
 
-@dataclass
-class _Running:
-    trial: optuna.Trial
-    config: dict[str, Any]
-    run_id: str | None
-
-
-class _Driver:
-    def __init__(self, spec: StudySpec, storage: Storage, study: optuna.Study,
-                 rdb: optuna.storages.BaseStorage, tracker: Tracker, target: int | None,
-                 progress: Callable[[Status], None] | None):
-        self.spec, self.storage, self.study, self.tracker = spec, storage, study, tracker
-        self.rdb = rdb
-        self.target, self.progress = target, progress
-        self.pending: dict[ray.ObjectRef, _Running] = {}
-        self.start = time.monotonic()
-        self.finished_here = 0
-        self.already = counted(study)
-        self.counts = {s: len(study.get_trials(deepcopy=False, states=(s,)))
-                       for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-
-    def _room(self) -> bool:
-        if len(self.pending) >= self.spec.max_concurrent:
-            return False
-        wall = self.spec.budget.wall_minutes
-        if wall is not None and time.monotonic() - self.start >= wall * 60:
-            return False
-        return self.target is None or (
-            self.already + self.finished_here + len(self.pending) < self.target)
-
-    def _launch(self) -> None:
-        trial = self.study.ask()
-        overrides = suggest(trial, self.spec.search, self.spec.base_config())
-        try:
-            config_dict = self.spec.config_for(overrides).model_dump(mode="json")
-        except ValidationError as e:  # a value inside a range the corner checks did not try
-            trial.set_user_attr("failure_reason", f"invalid configuration: {format_errors(e)}")
-            self.study.tell(trial, state=TrialState.FAIL)
-            self._count("FAIL")
-            return
-        run_id = self.tracker.start_trial(trial.number, config_dict, trial.params)
-        trial.set_user_attr("config", config_dict)
-        trial.set_user_attr("seeds", self.spec.seed_list)
-        trial.set_user_attr("mlflow_run_id", run_id)
-        job = TrialJob(self.storage.optuna, trial.number, config_dict, self.spec)
-        res = self.spec.resources
-        ref = _train_trial_task.options(num_cpus=res.cpus, num_gpus=res.gpu,
-                                        max_retries=1).remote(job)
-        self.pending[ref] = _Running(trial, config_dict, run_id)
-
-    def _count(self, state: str) -> None:
-        self.finished_here += 1
-        self.counts[TrialState[state]] += 1
-
-    def _collect(self, ref: ray.ObjectRef) -> None:
-        running = self.pending.pop(ref)
-        trial = running.trial
-        try:
-            out: TrialOutcome = ray.get(ref)
-        except ray.exceptions.RayTaskError as e:  # the task raised (Ray does not retry that)
-            out = TrialOutcome.failed(f"task raised {error_line(e.cause or e)}")
-        except ray.exceptions.RayError as e:  # its worker or node died, and again on the retry
-            reason = f"worker died (retried once): {error_line(e)}"
-            if "requeued_from" not in trial.user_attrs:  # run its params once more, elsewhere
-                frozen = self.rdb.get_trial(trial_id(self.rdb, self.study, trial.number))
-                requeue(self.study, self.rdb, frozen, reason, self.tracker)
-                self.counts[TrialState.FAIL] += 1  # shown, but not counted toward the budget
-                self._fill()
-                return
-            out = TrialOutcome.failed(reason)
-        attrs = {"mean": out.mean, "std": out.std, "per_seed": out.per_seed,
-                 "failure_reason": out.reason}
-        for key, value in attrs.items():
-            if value is not None:
-                trial.set_user_attr(key, value)
-        if out.state == "COMPLETE":
-            self.study.tell(trial, out.value)
-        else:
-            self.study.tell(trial, state=TrialState[out.state])
-        self._count(out.state)
-        record = TrialRecord(number=trial.number, state=out.state, config=running.config,
-                             params=trial.params, seeds=self.spec.seed_list, rows=out.rows,
-                             result=out.result, objective=out.value, reason=out.reason,
-                             report_seconds=out.report_seconds)
-        self._fill()  # launch the next trials before logging, so workers stay busy
-        self.tracker.end_trial(running.run_id, record)
-
-    def _fill(self) -> None:
-        while self._room():
-            self._launch()
-
-    def status(self) -> Status:
-        best = best_number = None
-        if self.counts[TrialState.COMPLETE]:
-            best_trial = self.study.best_trial
-            best, best_number = best_trial.value, best_trial.number
-        elapsed = time.monotonic() - self.start
-        eta = None
-        if self.target is not None and self.finished_here:
-            left = self.target - self.already - self.finished_here
-            eta = elapsed / self.finished_here * max(left, 0)
-        wall = self.spec.budget.wall_minutes
-        if wall is not None:
-            eta = min(eta if eta is not None else math.inf, max(wall * 60 - elapsed, 0))
-        return Status(self.study.study_name, self.counts[TrialState.COMPLETE],
-                      self.counts[TrialState.PRUNED], self.counts[TrialState.FAIL],
-                      len(self.pending), self.target, best, best_number, elapsed, eta)
-
-    def run(self) -> None:
-        self._fill()
-        while self.pending:
-            if self.progress:
-                self.progress(self.status())
-            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=1.0)
-            for ref in ready:
-                self._collect(ref)
-            self._fill()
-        if self.progress:
-            self.progress(self.status())
-
-    def interrupt(self) -> None:
-        """Cancel the running trials and re-queue them; one that cannot be re-queued now (the
-        storage is down) is left RUNNING for ``resume``, never hiding the original error."""
-        for ref in self.pending:
-            ray.cancel(ref, force=True)
-        for running in self.pending.values():
-            try:
-                frozen = self.rdb.get_trial(trial_id(self.rdb, self.study, running.trial.number))
-                requeue(self.study, self.rdb, frozen, "interrupted", self.tracker)
-            except Exception as e:
-                warnings.warn(f"trial {running.trial.number} not re-queued ({error_line(e)}); "
-                              f"`dagstudy resume {self.study.study_name}` will", stacklevel=2)
-        self.pending.clear()
-
-
 def _open_study(spec: StudySpec, storage: Storage,
                 resume: bool) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
-    rdb = open_storage(storage.optuna)
-    exists = spec.name in [s.study_name for s in rdb.get_all_studies()]
-    if resume and not exists:
-        raise StudyError(f"no study {spec.name!r} to resume in {redact_url(storage.optuna)}")
-    if not resume and exists:
-        raise StudyError(f"study {spec.name!r} exists in {redact_url(storage.optuna)}; "
+    """Create (``run``) or load (``resume``) the study. A resumed study's sampler is seeded with
+    its seed plus the number of trials already stored, so it does not replay the sequence the
+    first driver drew."""
+    where = redact_url(storage.optuna)
+    try:
+        rdb, _ = open_study_storage(storage.optuna)
+    except StorageError as e:
+        raise StudyError(str(e)) from None
+    existing = [s for s in rdb.get_all_studies() if s.study_name == spec.name]
+    if resume and not existing:
+        raise StudyError(f"no study {spec.name!r} to resume in {where}")
+    if not resume and existing:
+        raise StudyError(f"study {spec.name!r} exists in {where}; "
                          f"continue it with `dagstudy resume {spec.name}` or rename it")
-    study = optuna.create_study(study_name=spec.name, storage=rdb,
-                                sampler=make_sampler(spec.sampler),
-                                pruner=make_pruner(spec.pruner, spec.epochs),
-                                direction=spec.objective.direction, load_if_exists=resume)
-    study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
+    stored = (len(rdb.get_all_trials(rdb.get_study_id_from_name(spec.name), deepcopy=False))
+              if existing else 0)
+    try:
+        study = optuna.create_study(study_name=spec.name, storage=rdb,
+                                    sampler=make_sampler(spec.sampler, seed_offset=stored),
+                                    pruner=make_pruner(spec.pruner, spec.epochs),
+                                    direction=spec.objective.direction, load_if_exists=resume)
+    except optuna.exceptions.DuplicatedStudyError:
+        raise StudyError(f"study {spec.name!r} was just created in {where} by another driver; "
+                         f"continue it with `dagstudy resume {spec.name}` or rename it") from None
     return study, rdb
+
+
+def _stop_on_sigterm(loop: TrialLoop) -> Callable[[], None]:
+    """Make SIGTERM stop ``loop`` at its next turn (trials re-queued, exit status 143 from the
+    CLI) instead of Ray's handler exiting mid-call; returns the function that restores the
+    previous handler. Only the main thread can set a handler; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: loop.request_stop())
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def run_study(
@@ -299,32 +155,60 @@ def run_study(
     """Run (or with ``resume=True`` continue) ``spec`` to its budget; returns the study.
 
     Storage is ``storage_for(spec, run_dir)``; Ray is ``connect_ray(address, num_cpus)`` and
-    is shut down at the end if this call started it. ``StudyError`` if the study exists
-    already (run) or does not (resume). See the module docstring for budget and failures.
+    is shut down at the end if this call started it. ``StudyError`` before any trial if the
+    study exists already (run) or does not (resume), another driver holds it (``lease``), or
+    no node of the cluster can hold a trial's ``resources``. ``StopRequested`` after SIGTERM
+    (running trials re-queued). See the module docstring for budget and failures.
     """
     storage = storage_for(spec, run_dir)
     try:
         check_access(storage.mlflow)
-    except TrackingAuthError as e:
+        if spec.resources.memory_gb is not None or not (address or os.environ.get("RAY_ADDRESS")):
+            check_memory(spec, *memory_budget(spec.resources))  # a cluster's nodes: per trial
+    except (TrackingAuthError, MemoryBudgetError) as e:
         raise StudyError(str(e)) from None
     study, rdb = _open_study(spec, storage, resume)
+    try:
+        lease = acquire(study)
+    except LeaseHeld as e:
+        raise StudyError(str(e)) from None
+    try:
+        return _run_leased(spec, storage, study, rdb, lease, run_dir=run_dir, trials=trials,
+                           address=address, num_cpus=num_cpus, resume=resume,
+                           progress=progress)
+    finally:
+        release(study, lease)
+
+
+def _run_leased(spec: StudySpec, storage: Storage, study: optuna.Study,
+                rdb: optuna.storages.BaseStorage, lease: Lease, *,
+                run_dir: str | os.PathLike | None, trials: int | None, address: str | None,
+                num_cpus: int | None, resume: bool,
+                progress: Callable[[Status], None] | None) -> optuna.Study:
+    study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
     tracker = study_tracker(study, storage, run_dir)
     if resume:
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             requeue(study, rdb, stale, "driver died", tracker)
     started = connect_ray(address, num_cpus)
-    if address and storage.optuna.startswith("sqlite"):
-        warnings.warn("SQLite Optuna storage on a cluster works only if every node shares "
-                      "the run directory; set DAGSTUDY_OPTUNA_STORAGE to a PostgreSQL URL",
-                      stacklevel=2)
-    driver = _Driver(spec, storage, study, rdb, tracker, trials or spec.budget.trials, progress)
+    loop = TrialLoop(spec, storage, study, rdb, tracker, trials or spec.budget.trials, progress,
+                     lease)
+    restore = _stop_on_sigterm(loop)
     try:
-        driver.run()
+        check_fits(spec.resources)
+        if address and storage.optuna.startswith("sqlite"):
+            warnings.warn("SQLite Optuna storage on a cluster works only if every node shares "
+                          "the run directory; set DAGSTUDY_OPTUNA_STORAGE to a PostgreSQL URL",
+                          stacklevel=2)
+        loop.run()
+    except ClusterTooSmall as e:
+        raise StudyError(str(e)) from None
     except BaseException:
-        driver.interrupt()
+        loop.interrupt()
         tracker.finish(study, None, status="KILLED")
         raise
     finally:
+        restore()
         if started:
             ray.shutdown()
     try:

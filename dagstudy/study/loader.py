@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import (
     ValidationError,
 )
 
 from dagstudy.config import format_errors
 from dagstudy.study.spec import SpecError, StudySpec
+from dagstudy.study.yamlfile import YamlFileError, read_yaml
 from dagstudy.urls import has_literal_secret
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -75,11 +74,9 @@ def load_spec(path: str | os.PathLike[str]) -> StudySpec:
 
 
 def load_yaml(path: str | os.PathLike[str]) -> Any:
+    """The data of the YAML file at ``path`` (``yamlfile.read_yaml``: size, alias and
+    duplicate-key limits); ``SpecError`` naming the problem."""
     try:
-        return yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise SpecError(f"{path}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise SpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from None
+        return read_yaml(path)
+    except YamlFileError as e:
+        raise SpecError(str(e)) from None

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 @dataclass
 class Status:
-    """Progress of a running study, as the driver sees it."""
+    """Progress of a running study, as the driver sees it: ``failed`` counts toward the budget;
+    ``requeued`` failed too, but their parameters run again as new trials, which count."""
 
     study: str
     complete: int
@@ -21,6 +22,7 @@ class Status:
     best_number: int | None
     elapsed: float
     eta: float | None
+    requeued: int = 0
 
 
 def _clock(seconds: float | None) -> str:
@@ -33,8 +35,9 @@ def _clock(seconds: float | None) -> str:
 def format_status(s: Status) -> str:
     done = s.complete + s.pruned + s.failed
     best = "-" if s.best is None else f"{s.best:.4g} (#{s.best_number})"
+    again = f" (+{s.requeued} re-queued)" if s.requeued else ""
     return (f"[{s.study}] {done}/{s.target or '?'} done: {s.complete} complete, {s.pruned} "
-            f"pruned, {s.failed} failed; {s.running} running; best {best}; "
+            f"pruned, {s.failed} failed{again}; {s.running} running; best {best}; "
             f"elapsed {_clock(s.elapsed)}, ETA {_clock(s.eta)}")
 
 

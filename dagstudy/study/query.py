@@ -19,19 +19,21 @@ import warnings
 import optuna
 import pandas as pd
 
-from dagstudy.study.storage import open_storage, storage_for
+from dagstudy.study.storage import open_study_storage, storage_for
 from dagstudy.tracking.records import trial_run_id
+from dagstudy.urls import redact_url
 
 TrialState = optuna.trial.TrialState
 
 
 def load_study(study: str, storage: str | None = None) -> optuna.Study:
-    """Open an existing study; ``KeyError`` naming the storage if there is none of that name."""
-    url = storage or storage_for().optuna
-    rdb = open_storage(url)
-    names = [s.study_name for s in rdb.get_all_studies()]
+    """Open an existing study; ``KeyError`` naming the storage if there is none of that name,
+    ``StorageError`` if the storage cannot be opened."""
+    url = storage or storage_for(create=False).optuna
+    rdb, names = open_study_storage(url)
     if study not in names:
-        raise KeyError(f"no study {study!r} in {url} (has: {', '.join(names) or 'none'})")
+        raise KeyError(f"no study {study!r} in {redact_url(url)} "
+                       f"(has: {', '.join(names) or 'none'})")
     return optuna.load_study(study_name=study, storage=rdb)
 
 

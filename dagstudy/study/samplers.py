@@ -57,15 +57,18 @@ Pruner = Annotated[
 ]
 
 
-def make_sampler(sampler: Sampler) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler ``sampler`` describes (``tpe`` by default)."""
+def make_sampler(sampler: Sampler, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler ``sampler`` describes (``tpe`` by default). A seeded sampler starts
+    from ``seed + seed_offset``: a resumed study passes its number of stored trials, so it
+    draws new configurations instead of replaying the first driver's."""
     s = sampler
+    seed = None if s.seed is None else s.seed + seed_offset
     if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if s.name == "gp":
-        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
     # Optuna 5 defaults: multivariate TPE, constant_liar=True (running trials count as bad).
-    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials)
 
 
 def make_pruner(pruner: Pruner, epochs: int) -> optuna.pruners.BasePruner:

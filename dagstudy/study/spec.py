@@ -10,16 +10,17 @@ over ``base``, so no sampled trial can be an invalid configuration.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from dagstudy.config import StrictModel, TrainConfig, format_errors
+from dagstudy.config import StrictModel, TrainConfig, check_name, format_errors
 from dagstudy.study.samplers import MedianPruner, Pruner, Sampler
 from dagstudy.study.space import SearchSpace
 from dagstudy.trainer import FINAL_METRICS
@@ -74,10 +75,14 @@ class Budget(StrictModel):
 
 
 class Resources(StrictModel):
-    """Per trial: Ray CPUs (also torch's thread count) and GPU (a fraction shares one GPU)."""
+    """Per trial: Ray CPUs (also torch's thread count), GPU (a fraction shares one GPU) and
+    memory. Requests no node of the cluster has are refused before the study starts."""
 
     cpus: float = Field(1.0, gt=0.0)
     gpu: float = Field(0.0, ge=0.0)
+    memory_gb: float | None = Field(
+        None, gt=0.0, description="GiB per trial: Ray schedules trials by it, and a trial whose "
+        "estimated memory (dagstudy.memory) exceeds it fails before training")
 
 
 class StorageSpec(StrictModel):
@@ -93,7 +98,7 @@ class StudySpec(StrictModel):
     ``TrainConfig`` the search space overrides. Every trial trains seeds
     ``first_seed .. first_seed + seeds - 1`` (the same seeds for every trial: paired)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Annotated[str, AfterValidator(check_name)]
     dataset: str = "digits"
     objective: Objective = Objective()
     seeds: int = Field(3, ge=1)

@@ -16,6 +16,7 @@ import optuna
 import sqlalchemy
 
 from dagstudy.study.spec import StorageSpec, StudySpec
+from dagstudy.urls import redact_url
 
 DEFAULT_RUN_DIR = "dagstudy-runs"
 
@@ -36,13 +37,18 @@ class Storage:
     artifacts: str | None
 
 
-def storage_for(spec: StudySpec | None = None, run_dir: str | os.PathLike | None = None) -> Storage:
-    """Where a study lives (see the module docstring for the order of precedence)."""
+def storage_for(spec: StudySpec | None = None, run_dir: str | os.PathLike | None = None,
+                *, create: bool = True) -> Storage:
+    """Where a study lives (see the module docstring for the order of precedence). A local
+    store's run directory is created, unless ``create`` is False (commands that read an
+    existing study): then a missing run directory is a ``StorageError``."""
     base = run_dir_for(run_dir)
     given = spec.storage if spec is not None else StorageSpec()
     optuna_url = given.optuna or os.environ.get("DAGSTUDY_OPTUNA_STORAGE")
     mlflow_uri = given.mlflow or os.environ.get("MLFLOW_TRACKING_URI")
     artifacts = given.artifacts
+    if not create and (optuna_url is None or mlflow_uri is None) and not base.is_dir():
+        raise StorageError(f"--run-dir: {base} does not exist (no study has run there)")
     if optuna_url is None:
         base.mkdir(parents=True, exist_ok=True)
         optuna_url = f"sqlite:///{base / 'optuna.db'}"
@@ -80,3 +86,22 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
     storage.engine.dispose()  # pooled connections reconnect with the pragmas
     return storage
+
+
+class StorageError(ValueError):
+    """An Optuna storage URL that cannot be opened or read; one line, password redacted."""
+
+
+def open_study_storage(url: str) -> tuple[optuna.storages.RDBStorage, list[str]]:
+    """``open_storage(url)`` and the names of its studies, or ``StorageError`` naming the URL
+    and the problem (an unknown database scheme, a file that is not a database, a missing
+    driver, a server that refuses) in one line."""
+    from dagstudy.study.rdb import error_line
+
+    try:
+        rdb = open_storage(url)
+        return rdb, [s.study_name for s in rdb.get_all_studies()]
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, optuna.exceptions.StorageInternalError,
+            ValueError) as e:
+        raise StorageError(f"storage.optuna: cannot open {redact_url(url)}: "
+                           f"{error_line(e)}") from None

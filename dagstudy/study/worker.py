@@ -20,8 +20,9 @@ import optuna
 import torch
 
 from dagstudy.config import TrainConfig
+from dagstudy.memory import GIB, MemoryBudgetError, available_bytes, check
 from dagstudy.study.samplers import make_pruner
-from dagstudy.study.spec import Objective, StudySpec
+from dagstudy.study.spec import Objective, Resources, StudySpec
 from dagstudy.study.storage import open_storage
 from dagstudy.trainer import TrialResult, load_data, resolve_device, train
 
@@ -146,15 +147,29 @@ def train_trial(job: TrialJob) -> TrialOutcome:
             study_id, job.trial_number))
         config = TrainConfig(**job.config)
         device = resolve_device(spec.device)
-        result = train(config, seeds, _data(config, seeds, device), device, on_epoch)
+        data = _data(config, seeds, device)
+        budget, budget_name = memory_budget(spec.resources)
+        check(config, len(seeds), data.x.shape[0], data.d_in, data.n_classes, budget,
+              budget_name)
+        result = train(config, seeds, data, device, on_epoch)
     except optuna.TrialPruned as e:
         return TrialOutcome(state="PRUNED", reason=str(e), rows=rows,
                             report_seconds=reporting[0])
+    except MemoryBudgetError as e:  # refused before training: no traceback position needed
+        return TrialOutcome(state="FAIL", reason=str(e), rows=rows, report_seconds=reporting[0])
     except Exception as e:  # the trial fails, the study goes on
         frame = traceback.extract_tb(e.__traceback__)[-1]
         reason = f"{type(e).__name__}: {e} (at {Path(frame.filename).name}:{frame.lineno})"
         return TrialOutcome(state="FAIL", reason=reason, rows=rows, report_seconds=reporting[0])
     return judge(result, spec.objective, rows, reporting[0])
+
+
+def memory_budget(resources: Resources) -> tuple[int, str]:
+    """A trial's memory budget in bytes and its name: ``resources.memory_gb`` if the study set
+    it, else what this node has available now."""
+    if resources.memory_gb is not None:
+        return int(resources.memory_gb * GIB), f"resources.memory_gb ({resources.memory_gb:g})"
+    return available_bytes(), "the memory available on this node"
 
 
 def train_job(config: dict[str, Any], seeds: list[int], device: str, threads: int) -> dict:

@@ -1,0 +1,231 @@
+"""The trial loop of one study's driver: ask, launch a Ray task, collect, tell, record.
+
+``TrialLoop.run`` keeps up to ``max_concurrent`` trials in flight until the budget is met (see
+``driver`` for the budget, failures and re-queueing), renews the driver's lease
+(``lease.renew``) every ``lease.heartbeat_seconds()`` and stops, re-queueing what runs, when
+``request_stop`` was called (SIGTERM) or the lease was lost.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import ray
+from pydantic import ValidationError
+
+from dagstudy.config import format_errors
+from dagstudy.study.lease import Lease, heartbeat_seconds, renew
+from dagstudy.study.progress import Status
+from dagstudy.study.rdb import error_line
+from dagstudy.study.space import suggest
+from dagstudy.study.spec import StudySpec
+from dagstudy.study.storage import Storage
+from dagstudy.study.worker import TrialJob, TrialOutcome, train_trial
+from dagstudy.tracking.records import TrialRecord
+from dagstudy.tracking.tracker import Tracker
+
+TrialState = optuna.trial.TrialState
+_train_trial_task = ray.remote(train_trial)
+GIB = 1024**3
+
+
+class StopRequested(Exception):
+    """The driver was asked to stop (SIGTERM); running trials were re-queued."""
+
+
+def counted(study: optuna.Study) -> int:
+    """Trials that count toward ``budget.trials`` (see the module docstring)."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and not t.user_attrs.get("requeued")))
+
+
+def trial_id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study`` (Optuna's public storage API)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def requeue(study: optuna.Study, storage: optuna.storages.BaseStorage,
+            trial: optuna.trial.FrozenTrial, reason: str, tracker: Tracker) -> None:
+    """Fail a trial that will never report back and queue its params to run again."""
+    # The trial may belong to a dead process, so there is no ``optuna.Trial`` to set user
+    # attributes through: write them to the storage directly, before the trial is finished.
+    for key, value in {"failure_reason": reason, "requeued": True}.items():
+        storage.set_trial_user_attr(trial_id(storage, study, trial.number), key, value)
+    study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+    study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number},
+                        skip_if_exists=False)
+    attrs = trial.user_attrs
+    if "config" in attrs:  # launched: it has (or should have had) an MLflow run
+        tracker.end_trial(attrs.get("mlflow_run_id"), TrialRecord(
+            number=trial.number, state="FAIL", config=attrs["config"], params=trial.params,
+            seeds=attrs.get("seeds", []), rows=[], result=None, objective=None, reason=reason,
+            report_seconds=None))
+
+
+@dataclass
+class _Running:
+    trial: optuna.Trial
+    config: dict[str, Any]
+    run_id: str | None
+
+
+class TrialLoop:
+    """The driver's loop over one study (module docstring); ``lease`` is renewed as it runs."""
+
+    def __init__(self, spec: StudySpec, storage: Storage, study: optuna.Study,
+                 rdb: optuna.storages.BaseStorage, tracker: Tracker, target: int | None,
+                 progress: Callable[[Status], None] | None, lease: Lease | None = None):
+        self.spec, self.storage, self.study, self.tracker = spec, storage, study, tracker
+        self.rdb, self.lease = rdb, lease
+        self.target, self.progress = target, progress
+        self.pending: dict[ray.ObjectRef, _Running] = {}
+        self.start = self.renewed = time.monotonic()
+        self.heartbeat = heartbeat_seconds()
+        self.stop_requested = False
+        self.finished_here = 0
+        self.already = counted(study)
+        trials = study.get_trials(deepcopy=False)
+        self.counts = {s: sum(1 for t in trials if t.state == s)
+                       for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        self.requeued = sum(1 for t in trials if t.user_attrs.get("requeued"))
+
+    def request_stop(self) -> None:
+        """Stop at the next turn of the loop (safe to call from a signal handler)."""
+        self.stop_requested = True
+
+    def _room(self) -> bool:
+        if len(self.pending) >= self.spec.max_concurrent:
+            return False
+        wall = self.spec.budget.wall_minutes
+        if wall is not None and time.monotonic() - self.start >= wall * 60:
+            return False
+        return self.target is None or (
+            self.already + self.finished_here + len(self.pending) < self.target)
+
+    def _launch(self) -> None:
+        trial = self.study.ask()
+        overrides = suggest(trial, self.spec.search, self.spec.base_config())
+        try:
+            config_dict = self.spec.config_for(overrides).model_dump(mode="json")
+        except ValidationError as e:  # a value inside a range the corner checks did not try
+            trial.set_user_attr("failure_reason", f"invalid configuration: {format_errors(e)}")
+            self.study.tell(trial, state=TrialState.FAIL)
+            self._count("FAIL")
+            return
+        run_id = self.tracker.start_trial(trial.number, config_dict, trial.params)
+        trial.set_user_attr("config", config_dict)
+        trial.set_user_attr("seeds", self.spec.seed_list)
+        trial.set_user_attr("mlflow_run_id", run_id)
+        job = TrialJob(self.storage.optuna, trial.number, config_dict, self.spec)
+        res = self.spec.resources
+        options: dict[str, Any] = dict(num_cpus=res.cpus, num_gpus=res.gpu, max_retries=1)
+        if res.memory_gb is not None:
+            options["memory"] = int(res.memory_gb * GIB)
+        ref = _train_trial_task.options(**options).remote(job)
+        self.pending[ref] = _Running(trial, config_dict, run_id)
+
+    def _count(self, state: str) -> None:
+        self.finished_here += 1
+        self.counts[TrialState[state]] += 1
+
+    def _collect(self, ref: ray.ObjectRef) -> None:
+        running = self.pending.pop(ref)
+        trial = running.trial
+        try:
+            out: TrialOutcome = ray.get(ref)
+        except ray.exceptions.RayTaskError as e:  # the task raised (Ray does not retry that)
+            out = TrialOutcome.failed(f"task raised {error_line(e.cause or e)}")
+        except ray.exceptions.RayError as e:  # its worker or node died, and again on the retry
+            reason = f"worker died (retried once): {error_line(e)}"
+            if "requeued_from" not in trial.user_attrs:  # run its params once more, elsewhere
+                frozen = self.rdb.get_trial(trial_id(self.rdb, self.study, trial.number))
+                requeue(self.study, self.rdb, frozen, reason, self.tracker)
+                self.counts[TrialState.FAIL] += 1  # shown, but not counted toward the budget
+                self.requeued += 1
+                self._fill()
+                return
+            out = TrialOutcome.failed(reason)
+        attrs = {"mean": out.mean, "std": out.std, "per_seed": out.per_seed,
+                 "failure_reason": out.reason}
+        for key, value in attrs.items():
+            if value is not None:
+                trial.set_user_attr(key, value)
+        if out.state == "COMPLETE":
+            self.study.tell(trial, out.value)
+        else:
+            self.study.tell(trial, state=TrialState[out.state])
+        self._count(out.state)
+        record = TrialRecord(number=trial.number, state=out.state, config=running.config,
+                             params=trial.params, seeds=self.spec.seed_list, rows=out.rows,
+                             result=out.result, objective=out.value, reason=out.reason,
+                             report_seconds=out.report_seconds)
+        self._fill()  # launch the next trials before logging, so workers stay busy
+        self.tracker.end_trial(running.run_id, record)
+
+    def _fill(self) -> None:
+        while self._room():
+            self._launch()
+
+    def status(self) -> Status:
+        best = best_number = None
+        if self.counts[TrialState.COMPLETE]:
+            best_trial = self.study.best_trial
+            best, best_number = best_trial.value, best_trial.number
+        elapsed = time.monotonic() - self.start
+        eta = None
+        if self.target is not None and self.finished_here:
+            left = self.target - self.already - self.finished_here
+            eta = elapsed / self.finished_here * max(left, 0)
+        wall = self.spec.budget.wall_minutes
+        if wall is not None:
+            eta = min(eta if eta is not None else math.inf, max(wall * 60 - elapsed, 0))
+        return Status(self.study.study_name, self.counts[TrialState.COMPLETE],
+                      self.counts[TrialState.PRUNED],
+                      self.counts[TrialState.FAIL] - self.requeued, len(self.pending),
+                      self.target, best, best_number, elapsed, eta, requeued=self.requeued)
+
+    def run(self) -> None:
+        """Run to the budget; ``StopRequested`` after ``request_stop``, ``LeaseLost`` if
+        another driver took the study (the caller re-queues what runs: ``interrupt``)."""
+        self._fill()
+        while self.pending:
+            if self.stop_requested:
+                raise StopRequested("stop requested (SIGTERM)")
+            self._heartbeat()
+            if self.progress:
+                self.progress(self.status())
+            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                self._collect(ref)
+            self._fill()
+        if self.progress:
+            self.progress(self.status())
+
+    def _heartbeat(self) -> None:
+        if self.lease is not None and time.monotonic() - self.renewed >= self.heartbeat:
+            self.lease = renew(self.study, self.lease)
+            self.renewed = time.monotonic()
+
+    def interrupt(self) -> None:
+        """Cancel the running trials and re-queue them; one that cannot be re-queued now (the
+        storage is down) is left RUNNING for ``resume``, never hiding the original error."""
+        for ref in self.pending:
+            ray.cancel(ref, force=True)
+        for running in self.pending.values():
+            try:
+                frozen = self.rdb.get_trial(trial_id(self.rdb, self.study, running.trial.number))
+                requeue(self.study, self.rdb, frozen, "interrupted", self.tracker)
+            except Exception as e:
+                warnings.warn(f"trial {running.trial.number} not re-queued ({error_line(e)}); "
+                              f"`dagstudy resume {self.study.study_name}` will", stacklevel=2)
+        self.pending.clear()
+
+

@@ -1,0 +1,424 @@
+"""A local study on loopback, bounded resources, one driver per study, one-line errors.
+
+Each case was a failure of a new user's run (a traceback, a hang, a listening socket on every
+interface, a replayed sampler, a finished trial thrown away); each is reproduced here with real
+processes: ``dagstudy`` subprocesses, a real local Ray, SQLite stores under ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+import yaml
+
+from dagstudy.confirmation.loader import load_spec as load_confirmation
+from dagstudy.confirmation.plan import local_runner
+from dagstudy.confirmation.run import confirm
+from dagstudy.study.cluster import connect_ray, ray_runner
+from dagstudy.study.driver import run_study
+from dagstudy.study.lease import LeaseHeld, LeaseLost, acquire, release, renew
+from dagstudy.study.loader import parse_spec
+from dagstudy.study.progress import Status, format_status
+from dagstudy.study.storage import storage_for
+
+ROOT = Path(__file__).resolve().parents[1]
+TrialState = optuna.trial.TrialState
+
+
+def tiny(name: str, **changes) -> dict:
+    """A study of short trials (digits, one small layered net, 1 seed, 2 epochs)."""
+    data = {"name": name, "dataset": "digits", "seeds": 1, "epochs": 2,
+            "budget": {"trials": 3}, "search": {"lr": {"low": 1e-3, "high": 1e-1, "log": True}},
+            "base": {"topology": "layered", "depth": 1, "width": 8, "probe_size": 64},
+            "sampler": {"name": "random", "seed": 0}, "pruner": {"name": "none"},
+            "resources": {"cpus": 1}, "max_concurrent": 1}
+    data.update(changes)
+    return data
+
+
+def write(tmp_path: Path, data: dict, name: str = "study.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def dagstudy(*args: str, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dagstudy.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, **kwargs)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2 with one stderr line (no traceback) containing every needle."""
+    lines = [line for line in proc.stderr.splitlines() if "dagstudy" in line and "error" in line]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(lines) == 1 and len(lines[0]) < 600, proc.stderr[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def no_ray_env(monkeypatch):
+    for var in ("DAGSTUDY_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI", "DAGSTUDY_HOME", "RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+# --- 1. a local Ray listens on 127.0.0.1 only -------------------------------------------------
+
+def listening(pids: set[int]) -> list[tuple[int, str]]:
+    """``(pid, address:port)`` of every TCP socket in LISTEN state that a process of ``pids``
+    holds, read from /proc (the OS's socket table)."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes[target[8:-1]] = pid
+        except OSError:  # the process ended meanwhile
+            continue
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                host, port = cols[1].split(":")
+                found.append((inodes[cols[9]], f"{_address(host, width)}:{int(port, 16)}"))
+    return found
+
+
+def _address(hex_host: str, width: int) -> str:
+    raw = bytes.fromhex(hex_host)
+    if width == 8:
+        return ".".join(str(b) for b in raw[::-1])
+    words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
+    full = b"".join(words)
+    if full[:12] == b"\0" * 10 + b"\xff\xff":
+        return ".".join(str(b) for b in full[12:])  # IPv4-mapped
+    return ":".join(full[i:i + 2].hex() for i in range(0, 16, 2))
+
+
+def descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0]
+    return host.startswith("127.") or host == "0000:0000:0000:0000:0000:0000:0000:0001"
+
+
+@pytest.mark.slow
+def test_a_local_study_listens_on_loopback_only_and_leaves_nothing_behind(tmp_path, no_ray_env):
+    """A driver that starts a local Ray, runs a trial, prints its process tree's listening
+    sockets, and is then killed with SIGKILL: nothing it started listens on a non-loopback
+    address, and Ray's processes are gone within two minutes of its death (its agents see at
+    once that their raylet died, then try for 60 s to report that to the dead GCS)."""
+    script = (
+        "import os, sys, time, ray\n"
+        "from dagstudy.study.cluster import connect_ray\n"
+        "connect_ray(num_cpus=1)\n"
+        "ray.get(ray.remote(lambda: 1).remote())\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n")
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert driver.stdout.readline().strip() == "ready"
+        time.sleep(3)  # agents and exporters start after the first task
+        tree = descendants(driver.pid) | {driver.pid}
+        sockets = listening(tree)
+        assert len(sockets) >= 3  # GCS, raylet, the driver's core worker at least
+        assert [s for s in sockets if not is_loopback(s[1])] == []
+    finally:
+        driver.kill()
+        driver.wait(30)
+    deadline = time.monotonic() + 120
+    while listening(tree) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert listening(tree) == []
+
+
+# --- 2. resources: memory estimated before training, requests the cluster cannot hold ----------
+
+def test_a_population_too_large_for_memory_is_refused_before_any_work(tmp_path, no_ray_env):
+    study = write(tmp_path, tiny("huge", seeds=100000, base={"topology": "dag", "depth": 8,
+                                                             "width": 512}))
+    start = time.monotonic()
+    proc = dagstudy("run", str(study), "--run-dir", str(tmp_path / "runs"), timeout=120)
+    one_line_error(proc, "memory:", "100000 seeds", "GiB")
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "runs" / "optuna.db").exists() or "huge" not in (
+        optuna.get_all_study_names(storage_for(None, tmp_path / "runs").optuna))
+
+
+@pytest.mark.slow
+def test_sampled_configurations_over_the_memory_budget_fail_as_trials(tmp_path, no_ray_env):
+    """``resources.memory_gb`` small: the wide end of the width range fails with its estimate
+    as the reason, the narrow end completes; nothing is OOM-killed or retried."""
+    spec = parse_spec(tiny("budget", budget={"trials": 4}, search={"width": [8, 4096]},
+                           seeds=4, resources={"cpus": 1, "memory_gb": 0.05},
+                           sampler={"name": "random", "seed": 9}))  # draws both widths
+    study = run_study(spec, run_dir=tmp_path, num_cpus=2)
+    by_width = {}
+    for t in study.trials:
+        by_width.setdefault(t.params["width"], set()).add(
+            (t.state, (t.user_attrs.get("failure_reason") or "")[:7]))
+    assert by_width.get(4096) == {(TrialState.FAIL, "memory:")}
+    assert by_width.get(8) == {(TrialState.COMPLETE, "")}
+
+
+def test_a_trial_larger_than_any_node_is_refused(tmp_path, no_ray_env):
+    study = write(tmp_path, tiny("greedy", resources={"cpus": 64}))
+    proc = dagstudy("run", str(study), "--run-dir", str(tmp_path), "--num-cpus", "2")
+    one_line_error(proc, "resources:", "64 CPUs", "largest node", "2 CPUs")
+
+
+# --- 3. study files: aliases, size, duplicate keys -------------------------------------------
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    lines = ["name: bomb", "a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    start = time.monotonic()
+    proc = dagstudy("run", str(path), "--run-dir", str(tmp_path), timeout=60)
+    one_line_error(proc, "aliases expand it to", "nodes")
+    assert time.monotonic() - start < 30
+    proc = dagstudy("confirm", str(path), "--local", "--run-dir", str(tmp_path), timeout=60)
+    one_line_error(proc, "aliases expand it to")
+
+
+@pytest.mark.parametrize("command", ["run", "confirm"])
+def test_a_duplicate_key_is_refused_naming_it(tmp_path, command):
+    text = (ROOT / "studies" / ("smoke.yaml" if command == "run" else "corollaries.yaml"))
+    path = tmp_path / "dup.yaml"
+    path.write_text(text.read_text() + "\nseeds: 7\n")
+    extra = ["--local"] if command == "confirm" else []
+    proc = dagstudy(command, str(path), *extra, "--run-dir", str(tmp_path), timeout=60)
+    one_line_error(proc, "duplicate key 'seeds'", "line")
+
+
+def test_a_huge_file_gets_a_short_error(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\nbase:\n" + "".join(f"  k{i}: {i}\n" for i in range(700_000)))
+    proc = dagstudy("run", str(path), "--run-dir", str(tmp_path), timeout=60)
+    one_line_error(proc, "bytes; a study or confirmation file is at most")
+
+
+# --- 4. resume draws new configurations ------------------------------------------------------
+
+@pytest.mark.slow
+def test_resume_does_not_replay_the_seeded_sampler(tmp_path, no_ray_env):
+    spec = parse_spec(tiny("replay", budget={"trials": 3},
+                           search={"lr": {"low": 1e-3, "high": 1e-1, "log": True},
+                                   "width": {"low": 4, "high": 64}}))
+    run_study(spec, run_dir=tmp_path, num_cpus=2)
+    study = run_study(spec, run_dir=tmp_path, num_cpus=2, resume=True, trials=6)
+    params = [tuple(sorted(t.params.items())) for t in study.trials
+              if t.state == TrialState.COMPLETE]
+    assert len(params) == 6 and len(set(params)) == 6
+
+
+# --- 5. one driver per study -----------------------------------------------------------------
+
+def test_the_lease_refuses_a_second_driver_and_passes_on_when_stale(tmp_path):
+    study = optuna.create_study(study_name="leased",
+                                storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    first = acquire(study, stale_seconds=30)
+    with pytest.raises(LeaseHeld, match=r"being run by another driver \(.*:\d+, since "):
+        acquire(study, stale_seconds=30)
+    first = renew(study, first)
+    time.sleep(0.3)
+    second = acquire(study, stale_seconds=0.2)  # first has been silent too long: taken over
+    with pytest.raises(LeaseLost, match="took over"):
+        renew(study, first)
+    release(study, first)  # not its lease any more: nothing happens
+    with pytest.raises(LeaseHeld):
+        acquire(study, stale_seconds=30)
+    release(study, second)
+    release(study, acquire(study, stale_seconds=30))
+
+
+@pytest.mark.slow
+def test_resume_while_the_driver_runs_is_refused_and_loses_nothing(tmp_path, no_ray_env):
+    study = write(tmp_path, tiny("busy", epochs=30, budget={"trials": 4},
+                                 base={"topology": "dag", "depth": 4, "width": 64}))
+    run_dir = str(tmp_path / "runs")
+    first = subprocess.Popen([sys.executable, "-m", "dagstudy.cli", "run", str(study),
+                              "--run-dir", run_dir, "--num-cpus", "1"], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = storage_for(None, run_dir).optuna
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        names = optuna.get_all_study_names(url) if Path(run_dir, "optuna.db").exists() else []
+        if "busy" in names and optuna.load_study(study_name="busy", storage=url).user_attrs.get(
+                "dagstudy.driver"):
+            break
+        time.sleep(0.5)
+    second = dagstudy("resume", "busy", "--run-dir", run_dir)
+    one_line_error(second, "being run by another driver", "since")
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-3000:]
+    done = optuna.load_study(study_name="busy", storage=url)
+    assert [t.state for t in done.trials] == [TrialState.COMPLETE] * 4
+    assert done.user_attrs.get("dagstudy.driver") is None  # released
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_new_study_end_in_one_clean_refusal(tmp_path, no_ray_env):
+    study = write(tmp_path, tiny("twice", budget={"trials": 2}))
+    args = [sys.executable, "-m", "dagstudy.cli", "run", str(study), "--run-dir",
+            str(tmp_path / "runs"), "--num-cpus", "1"]
+    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)]
+    time.sleep(0.1)
+    procs.append(subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+    results = [(p.wait(300), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    refusal = next(err for code, err in results if code == 2)
+    assert "Traceback" not in refusal and len(refusal.strip().splitlines()) == 1, refusal
+    assert "twice" in refusal
+
+
+# --- 6 and 7. one-line errors ----------------------------------------------------------------
+
+@pytest.mark.parametrize(("changes", "needles"), [
+    ({"name": "x" * 5000}, ["name:", "1 to 100 characters"]),
+    ({"name": ".."}, ["name:", "not a usable name"]),
+    ({"search": {"lr": {"low": 1e-3, "high": float("inf")}}}, ["search.lr.range.high",
+                                                                "finite"]),
+    ({"storage": {"optuna": "nosuchdb://x"}}, ["storage.optuna", "nosuchdb",
+                                               "NoSuchModuleError"]),
+])
+def test_bad_study_inputs_are_one_line_errors(tmp_path, changes, needles, no_ray_env):
+    proc = dagstudy("run", str(write(tmp_path, {**tiny("bad"), **changes})), "--run-dir",
+                    str(tmp_path / "runs"), "--num-cpus", "1")
+    one_line_error(proc, *needles)
+
+
+@pytest.mark.parametrize("command", ["run", "resume", "best"])
+def test_a_corrupt_optuna_database_is_a_one_line_error(tmp_path, command, no_ray_env):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "optuna.db").write_bytes(b"SQLite format 3\0" + os.urandom(3000))
+    target = str(write(tmp_path, tiny("corrupt"))) if command != "best" else "corrupt"
+    extra = ["--num-cpus", "1"] if command != "best" else []
+    proc = dagstudy(command, target, "--run-dir", str(runs), *extra)
+    one_line_error(proc, "storage.optuna: cannot open", "optuna.db")
+
+
+@pytest.mark.parametrize("command", [["resume", "smoke"], ["ui"], ["best", "smoke"]])
+def test_commands_that_read_a_store_never_create_one(tmp_path, command):
+    missing = tmp_path / "nowhere"
+    proc = dagstudy(*command, "--run-dir", str(missing))
+    one_line_error(proc, "--run-dir", "does not exist")
+    assert not missing.exists()
+
+
+def test_progress_never_counts_past_the_budget():
+    line = format_status(Status("s", complete=8, pruned=1, failed=1, running=0, target=10,
+                                best=0.9, best_number=3, elapsed=5.0, eta=0.0, requeued=2))
+    assert line.startswith("[s] 10/10 done: 8 complete, 1 pruned, 1 failed (+2 re-queued);")
+
+
+def test_train_rejects_infinite_values_and_a_network_larger_than_memory():
+    proc = dagstudy("train", "--lr", "inf", "--quiet")
+    assert proc.returncode == 2 and "--lr" in proc.stderr and "finite" in proc.stderr
+    proc = dagstudy("train", "--width", "65536", "--depth", "256", "--quiet")
+    one_line_error(proc, "--width / --depth / --seeds", "GiB")
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_train_ends_without_a_traceback():
+    proc = subprocess.Popen([sys.executable, "-m", "dagstudy.cli", "train", "--epochs", "400",
+                             "--seeds", "2"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # the first epoch's progress line: training has started
+    assert first.startswith("epoch"), first
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read()
+    assert proc.wait(60) == 130
+    assert "Traceback" not in err and "interrupted" in err
+
+
+@pytest.mark.slow
+def test_sigterm_requeues_running_trials_and_exits_143(tmp_path, no_ray_env):
+    study = write(tmp_path, tiny("term", epochs=200, budget={"trials": 3},
+                                 base={"topology": "dag", "depth": 4, "width": 64}))
+    run_dir = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "dagstudy.cli", "run", str(study),
+                             "--run-dir", str(run_dir), "--num-cpus", "1"], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+    url = storage_for(None, run_dir).optuna
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if (run_dir / "optuna.db").exists() and "term" in optuna.get_all_study_names(url):
+            trials = optuna.load_study(study_name="term", storage=url).trials
+            if any(t.intermediate_values for t in trials):
+                break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(120) == 143, err[-3000:]
+    assert "Stack trace" not in err and "Traceback" not in err, err[-3000:]
+    trials = optuna.load_study(study_name="term", storage=url).trials
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs["failure_reason"] == "interrupted"
+    assert trials[-1].state == TrialState.WAITING  # its params, queued for `resume`
+
+
+# --- 8. a confirmation arm that raises is recorded, the confirmation goes on --------------------
+
+def failing_arm_file(tmp_path: Path) -> Path:
+    return write(tmp_path, {
+        "name": "crash", "seeds": 3, "n_resamples": 200,
+        "base": {"dataset": "digits", "topology": "layered", "depth": 1, "width": 8,
+                 "epochs": 2, "probe_size": 64},
+        "ideas": {
+            "DAG-DENSE": {"treatment": {"topology": "dag"}},
+            "OPT-JITTER": {"treatment": {"dataset": "mnist", "data_dir": str(tmp_path / "no")}},
+        }}, "crash.yaml")
+
+
+@pytest.mark.parametrize("runner", ["local", "ray"])
+def test_an_arm_that_raises_is_recorded_and_the_confirmation_goes_on(tmp_path, runner,
+                                                                     no_ray_env):
+    spec = load_confirmation(failing_arm_file(tmp_path))
+    if runner == "ray":
+        connect_ray(num_cpus=2)
+    outcome = confirm(spec, local_runner("cpu") if runner == "local" else ray_runner())
+    verdicts = {v.name: v for v in outcome.verdicts}
+    assert verdicts["DAG-DENSE"].seeds == 3  # the other idea decided as usual
+    broken = verdicts["OPT-JITTER"]
+    assert broken.verdict == "inconclusive"
+    assert "an arm failed on seeds 0, 1, 2" in broken.reason
+    treatment = outcome.results["OPT-JITTER"]["treatment"]
+    assert treatment["status"] == ["failed"] * 3
+    assert "DataError" in treatment["reasons"][0] and "no" in treatment["reasons"][0]
