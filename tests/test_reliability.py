@@ -397,13 +397,21 @@ def test_sigterm_requeues_running_trials_and_exits_143(tmp_path, no_ray_env):
 # --- 8. a confirmation arm that raises is recorded, the confirmation goes on --------------------
 
 def failing_arm_file(tmp_path: Path) -> Path:
+    """A confirmation whose OPT-JITTER treatment reads a data file that exists when the file is
+    loaded (every dataset is checked then) and is gone when that arm trains."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "gone.npz", x=rng.normal(size=(200, 5)), y=np.arange(200) % 2)
     return write(tmp_path, {
         "name": "crash", "seeds": 3, "n_resamples": 200,
         "base": {"dataset": "digits", "topology": "layered", "depth": 1, "width": 8,
                  "epochs": 2, "probe_size": 64},
         "ideas": {
             "DAG-DENSE": {"treatment": {"topology": "dag"}},
-            "OPT-JITTER": {"treatment": {"dataset": "mnist", "data_dir": str(tmp_path / "no")}},
+            "OPT-JITTER": {"control": {"dataset": str(tmp_path / "gone.npz")},
+                           "treatment": {"dataset": str(tmp_path / "gone.npz"),
+                                         "jitter_spread": 0.1}},
         }}, "crash.yaml")
 
 
@@ -413,7 +421,13 @@ def test_an_arm_that_raises_is_recorded_and_the_confirmation_goes_on(tmp_path, r
     spec = load_confirmation(failing_arm_file(tmp_path))
     if runner == "ray":
         connect_ray(num_cpus=2)
-    outcome = confirm(spec, local_runner("cpu") if runner == "local" else ray_runner())
+    inner = local_runner("cpu") if runner == "local" else ray_runner()
+
+    def deleting_runner(jobs, on_start=None):  # after confirm's own data check, before training
+        (tmp_path / "gone.npz").unlink(missing_ok=True)
+        yield from inner(jobs, on_start)
+
+    outcome = confirm(spec, deleting_runner)
     verdicts = {v.name: v for v in outcome.verdicts}
     assert verdicts["DAG-DENSE"].seeds == 3  # the other idea decided as usual
     broken = verdicts["OPT-JITTER"]
@@ -421,4 +435,4 @@ def test_an_arm_that_raises_is_recorded_and_the_confirmation_goes_on(tmp_path, r
     assert "an arm failed on seeds 0, 1, 2" in broken.reason
     treatment = outcome.results["OPT-JITTER"]["treatment"]
     assert treatment["status"] == ["failed"] * 3
-    assert "DataError" in treatment["reasons"][0] and "no" in treatment["reasons"][0]
+    assert "DataError" in treatment["reasons"][0] and "gone.npz" in treatment["reasons"][0]

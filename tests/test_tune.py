@@ -139,7 +139,7 @@ def optuna_url(run_dir) -> str:
 
 @pytest.mark.slow
 def test_parity_equal_budget_and_disjoint_seeds(runs):
-    from dagstudy.study.driver import counted
+    from dagstudy.study.loop import counted
     from dagstudy.study.query import load_study
 
     saved = runs["first"]

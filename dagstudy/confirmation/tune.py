@@ -33,7 +33,8 @@ from dagstudy.config import TrainConfig, format_errors
 from dagstudy.confirmation.plan import Experiment, plan, qualify
 from dagstudy.confirmation.spec import ConfirmSpec
 from dagstudy.confirmation.tune_spec import search_space, untuned_base
-from dagstudy.study.driver import counted, run_study
+from dagstudy.study.driver import run_study
+from dagstudy.study.loop import counted
 from dagstudy.study.progress import Status
 from dagstudy.study.query import best_configs, load_study, trials
 from dagstudy.study.spec import Budget, Objective, StudySpec
