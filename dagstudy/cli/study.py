@@ -114,8 +114,7 @@ def _cmd_run(args) -> int:
             raise UsageError(str(e)) from None
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"study {spec.name}: opening the storage, starting Ray...", file=sys.stderr,
-          flush=True)
+    print(f"study {spec.name}: opening the storage...", file=sys.stderr, flush=True)
     try:
         study = run_study(spec, run_dir=args.run_dir, trials=args.trials, address=args.address,
                           num_cpus=args.num_cpus, resume=args.command == "resume",

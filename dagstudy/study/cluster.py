@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -169,9 +170,22 @@ def job_submission(study_file: str | os.PathLike, workdir: Path, *,
 def submit(study_file: str | os.PathLike, address: str, *, run_dir: str | None = None,
            trials: int | None = None) -> str:
     """Submit ``study_file`` as a Ray job to the cluster whose dashboard is ``address``
-    (``http://HEAD:8265``); returns the job id. See ``job_submission``."""
+    (``http://HEAD:8265``); returns the job id. See ``job_submission``. Ray's "no available
+    agent" answer (the head's job agent still starting) is retried for up to
+    ``SUBMIT_RETRY_SECONDS``."""
     from ray.job_submission import JobSubmissionClient
 
     with tempfile.TemporaryDirectory() as tmp:
         kwargs = job_submission(study_file, Path(tmp), run_dir=run_dir, trials=trials)
-        return JobSubmissionClient(address).submit_job(**kwargs)
+        client = JobSubmissionClient(address)
+        deadline = time.monotonic() + SUBMIT_RETRY_SECONDS
+        while True:
+            try:
+                return client.submit_job(**kwargs)
+            except RuntimeError as e:
+                if "No available agent" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+
+
+SUBMIT_RETRY_SECONDS = 60.0

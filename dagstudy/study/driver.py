@@ -150,7 +150,7 @@ def run_study(
     address: str | None = None,
     num_cpus: int | None = None,
     resume: bool = False,
-    progress: Callable[[Status], None] | None = None,
+    progress: Callable[[Status | str], None] | None = None,
 ) -> optuna.Study:
     """Run (or with ``resume=True`` continue) ``spec`` to its budget; returns the study.
 
@@ -184,12 +184,14 @@ def _run_leased(spec: StudySpec, storage: Storage, study: optuna.Study,
                 rdb: optuna.storages.BaseStorage, lease: Lease, *,
                 run_dir: str | os.PathLike | None, trials: int | None, address: str | None,
                 num_cpus: int | None, resume: bool,
-                progress: Callable[[Status], None] | None) -> optuna.Study:
+                progress: Callable[[Status | str], None] | None) -> optuna.Study:
     study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
     tracker = study_tracker(study, storage, run_dir)
     if resume:
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             requeue(study, rdb, stale, "driver died", tracker)
+    if progress is not None:
+        progress(f"study {spec.name}: starting Ray...")
     started = connect_ray(address, num_cpus)
     loop = TrialLoop(spec, storage, study, rdb, tracker, trials or spec.budget.trials, progress,
                      lease)

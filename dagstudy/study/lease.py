@@ -4,7 +4,8 @@
 ``acquire`` takes the lease for this process (``run`` and ``resume`` do, before any trial): a
 study whose lease another driver renewed within ``stale_seconds`` is refused with its owner
 (host and process id) and since when; a lease not renewed for that long belongs to a driver
-that died and is taken over. ``renew`` (every ``heartbeat_seconds()`` from the driver loop)
+that died and is taken over (at once when the owner ran on this host and its process is
+gone). ``renew`` (every ``heartbeat_seconds()`` from the driver loop)
 raises ``LeaseLost`` if another driver took the lease meanwhile (this one stalled for longer
 than ``stale_seconds``), and ``release`` gives it back at the end.
 
@@ -79,7 +80,7 @@ def acquire(study: optuna.Study, stale_seconds: float | None = None) -> Lease:
     """Take the study's lease for this process, or raise ``LeaseHeld`` (module docstring)."""
     stale = stale_seconds_from_env() if stale_seconds is None else stale_seconds
     held = _current(study)
-    if held is not None and time.time() - held.heartbeat < stale:
+    if held is not None and time.time() - held.heartbeat < stale and _owner_alive(held):
         raise LeaseHeld(_held_message(study.study_name, held, stale))
     mine = Lease(owner=f"{socket.gethostname()}:{os.getpid()}", token=uuid.uuid4().hex,
                  since=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -109,6 +110,22 @@ def release(study: optuna.Study, lease: Lease) -> None:
     held = _current(study)
     if held is not None and held.token == lease.token:
         study.set_user_attr(LEASE_ATTR, None)
+
+
+def _owner_alive(lease: Lease) -> bool:
+    """False when the lease's owner ran on this host and its process is gone (a driver killed
+    with SIGKILL: its lease is stale at once); True otherwise (another host: only the heartbeat
+    can tell)."""
+    host, _, pid = lease.owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _held_message(name: str, held: Lease, stale: float) -> str:

@@ -5,11 +5,12 @@ of the search space (each combination of choices, ranges at their low and at the
 on the study's dataset and seeds. If none fits, the study is refused with the smallest
 estimate; otherwise it runs, and a sampled configuration that does not fit fails as a trial
 with its estimate as the reason (``worker.train_trial``), never as an out-of-memory kill.
+Data that cannot be loaded skips the check: the trials then fail with the data's own error.
 """
 
 from __future__ import annotations
 
-from dagstudy.data import load_raw
+from dagstudy.data import DataError, load_raw
 from dagstudy.memory import MemoryBudgetError, estimate
 from dagstudy.study.space import combinations
 from dagstudy.study.spec import StudySpec
@@ -24,7 +25,10 @@ def check_memory(spec: StudySpec, budget_bytes: int, budget_name: str) -> None:
     for config in configs:
         key = config.model_dump_json(include={"dataset", "data_dir", "synthetic"})
         if key not in shapes:
-            raw = load_raw(config.dataset, config.data_dir, synthetic=config.synthetic)
+            try:
+                raw = load_raw(config.dataset, config.data_dir, synthetic=config.synthetic)
+            except DataError:  # its trials fail with the data's own error as their reason
+                return
             shapes[key] = (raw.x.shape[0], raw.x.shape[1], raw.n_classes)
         n_rows, d_in, n_classes = shapes[key]
         need = estimate(config, spec.seeds, n_rows, d_in, n_classes)

@@ -47,16 +47,21 @@ def first_trial_line(s: Status) -> str:
             "trials finish")
 
 
-def progress_printer(stream=None) -> Callable[[Status], None]:
-    """Live progress on ``stream`` (default: ``sys.stderr`` as it is when called): once,
-    ``first_trial_line`` as soon as a trial runs; then one line rewritten in place on a
-    terminal, else a new line whenever the counts change."""
+def progress_printer(stream=None) -> Callable[[Status | str], None]:
+    """Live progress on ``stream`` (default: ``sys.stderr`` as it is when called): a stage
+    message (a ``str``, e.g. "starting Ray...") on its own line; once, ``first_trial_line`` as
+    soon as a trial runs; then one line rewritten in place on a terminal, else a new line
+    whenever the counts change."""
     stream = stream or sys.stderr
     last: list[str] = [""]
     announced = [False]
     tty = stream.isatty()
 
-    def show(status: Status) -> None:
+    def show(status: Status | str) -> None:
+        if isinstance(status, str):
+            stream.write(status + "\n")
+            stream.flush()
+            return
         if not announced[0] and status.running:
             announced[0] = True
             stream.write(first_trial_line(status) + "\n")
