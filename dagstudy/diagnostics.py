@@ -9,6 +9,9 @@
   included) have cosine similarity above ``threshold`` (OPT-JITTER's wasted capacity).
 - ``stuck_fraction``: fraction of weights (hidden connections the topology keeps, and the
   readout) with magnitude below ``threshold`` (GRAD-FLOOR's stuck weights).
+- ``activation_rank``: numerical rank of each block's activations on a probe of training
+  rows, per block (a block that collapsed to copies of a few neurons, or died, has a low rank
+  even where the dead fraction is 0: the revival ideas' mechanism).
 """
 
 from __future__ import annotations
@@ -63,3 +66,18 @@ def stuck_fraction(model: DagNet, threshold: float) -> torch.Tensor:
     stuck += (model.out_weight.abs() < threshold).float().flatten(1).sum(1)
     total += model.out_weight[0].numel()
     return stuck / total
+
+
+@torch.no_grad()
+def activation_rank(model: DagNet, x: torch.Tensor, rtol: float = 1e-4) -> torch.Tensor:
+    """Numerical rank of each block's ReLU outputs on the rows ``x [S, B, d_in]``: ``[S, depth]``
+    (float, in 0..width). The rank of the ``[B, width]`` activation matrix counts singular values
+    above ``rtol`` times the largest; a block of copies of two neurons has rank 2, an all-dead
+    block rank 0. Needs B >= width to see the full rank."""
+    buf = model.hidden(x)
+    width = model.topo.width
+    ranks = []
+    for k in range(model.topo.depth):
+        lo = model.topo.block_start(k)
+        ranks.append(torch.linalg.matrix_rank(buf[..., lo:lo + width].double(), rtol=rtol))
+    return torch.stack(ranks, dim=1).float()

@@ -86,7 +86,8 @@ def _paired(control: np.ndarray, treatment: np.ndarray, seeds: list[int], ispec:
         return raw
     shift = ispec.margin if ispec.higher_is_better else -ispec.margin
     shifted = test_idea(control, treatment + shift, **kwargs)
-    return replace(raw, p=shifted.p, effect_sign=shifted.effect_sign, p_tost=1.0)
+    return replace(raw, p=shifted.p, effect_sign=shifted.effect_sign, p_tost=1.0,
+                   noninferiority=True)
 
 
 def analyse(exp: Experiment, results: dict[str, dict], spec: ConfirmSpec) -> IdeaAnalysis:
