@@ -120,7 +120,7 @@ def test_confirm_cli_end_to_end_with_mlflow(tmp_path, capsys):
     }))
     out, run_dir = tmp_path / "out", tmp_path / "runs"
     assert main(["confirm", str(study), "--run-dir", str(run_dir), "--out", str(out),
-                 "--json"]) == 0
+                 "--json", "--force"]) == 0
     assert {"report.md", "report.html", "verdicts.json", "forest.png"} <= {
         p.name for p in out.iterdir()}
     summary = json.loads(capsys.readouterr().out)  # stdout holds the JSON summary alone

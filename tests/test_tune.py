@@ -109,7 +109,7 @@ def runs(tmp_path_factory):
     path = write(tmp, CONFIRMATION)
     connect_ray(num_cpus=2)
     try:
-        assert main(["confirm", str(path), "--local", "--run-dir", str(run_dir),
+        assert main(["confirm", str(path), "--local", "--force", "--run-dir", str(run_dir),
                      "--out", str(out)]) == 0
         again = tune(load_spec(path, storage=optuna_url(run_dir)), run_dir=run_dir)
         fixed = ConfirmSpec(**{k: v for k, v in CONFIRMATION.items() if k != "tune"})

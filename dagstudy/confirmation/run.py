@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from dagstudy import stats
 from dagstudy.confirmation.analyse import IdeaAnalysis, Outcome, analyse
 from dagstudy.confirmation.plan import ArmJob, Experiment, Runner, check_data, plan
 from dagstudy.confirmation.pooling import pooled_reason
+from dagstudy.confirmation.power_check import look_alphas
 from dagstudy.confirmation.provenance import provenance
 from dagstudy.confirmation.report import TABLE_HEAD, table_line, verdict_rows, write_report
 from dagstudy.confirmation.spec import ConfirmSpec
@@ -68,15 +68,6 @@ def _merge(old: dict | None, new: dict) -> dict:
     return merged
 
 
-def _look_alphas(spec: ConfirmSpec) -> list[float]:
-    seq = spec.sequential
-    if not seq.enabled:
-        return [spec.alpha]
-    if seq.spending == "bonferroni":
-        return list(stats.bonferroni_looks(spec.alpha, seq.looks))
-    return list(stats.obrien_fleming_alphas(spec.alpha, seq.looks))
-
-
 def confirm(
     spec: ConfirmSpec,
     runner: Runner,
@@ -96,7 +87,7 @@ def confirm(
         raise ValueError(f"--ideas: none of {ideas} is in the file (has: {', '.join(spec.ideas)})")
     check_data(experiments, spec.first_seed)
     results: dict[str, dict[str, dict]] = {e.idea: {} for e in experiments}
-    alphas = _look_alphas(spec)
+    alphas = look_alphas(spec)
     open_ideas = {e.idea for e in experiments}
     seeds = list(range(spec.first_seed, spec.first_seed + spec.seeds))
     decided: dict[str, Verdict] = {}
