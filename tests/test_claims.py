@@ -172,3 +172,23 @@ def test_none_is_a_reference_row_of_a_revival_idea_on_the_real_trainer():
     assert row["vs"] == "treatment" and 0.0 <= row["mean"] <= 1.0
     curves = outcome.results["REV-FLIP"]["none"]["curves"]
     assert {"activation_rank_by_block", "revived_nodes", "redied_by_pass"} <= set(curves)
+
+
+def test_passes_to_a_target_loss_counts_the_first_pass_that_reaches_it():
+    from dagstudy.confirmation.analyse import seed_values
+
+    result = {"seeds": [0, 1, 2], "epochs": 3,
+              "curves": {"train_loss": [[0.5, 0.02, 0.3], [0.05, 0.01, 0.2], [0.001, 0.005, 0.1]]}}
+    assert seed_values(result, "passes_to:train_loss:0.01").tolist() == [3.0, 2.0, 4.0]
+
+
+def test_validation_early_stopping_is_replayed_on_the_control_run():
+    from dagstudy.confirmation.val_stopping import val_stopping
+
+    # seed 0 peaks at pass 2 and stops after 2 passes without a new best; seed 1 never stops
+    result = {"curves": {"val_accuracy": [[0.5, 0.5], [0.9, 0.6], [0.8, 0.7], [0.85, 0.8],
+                                          [0.95, 0.9]],
+                         "test_accuracy": [[0.4, 0.4], [0.88, 0.5], [0.7, 0.6], [0.8, 0.7],
+                                           [0.9, 0.85]]}}
+    accuracy, passes = val_stopping(result, patience=2)
+    assert accuracy.tolist() == [0.88, 0.85] and passes.tolist() == [4.0, 5.0]

@@ -79,8 +79,10 @@ def test_plan_errors_name_the_idea_and_arm():
     spec = ConfirmSpec(name="x", ideas={"DAG-FANIN": dict(treatment={"topology": "fanin"})})
     with pytest.raises(ValueError, match=r"ideas\.DAG-FANIN\.treatment.*fanin"):
         plan(spec)
-    with pytest.raises(ValueError, match="allowed: DAG-DENSE"):
-        ConfirmSpec(name="x", ideas={"DAG-SPARSE": dict(treatment={})})
+    # any well-formed ID is a (user-defined) idea now; a malformed one names the built-ins
+    with pytest.raises(ValueError, match="not idea IDs.*built-in: DAG-DENSE"):
+        ConfirmSpec(name="x", ideas={"DAG SPARSE": dict(treatment={})})
+    assert "DAG-SPARSE" in ConfirmSpec(name="x", ideas={"DAG-SPARSE": dict(treatment={})}).ideas
 
 
 def test_first_degrading_depth():

@@ -65,7 +65,9 @@ def test_bad_tune_input_is_a_named_field_error_before_ray(tmp_path, changes, mes
 
 def test_lr_of_a_lipschitz_arm_is_an_error_naming_its_own_parameters(tmp_path):
     data = with_tune()
-    data["ideas"]["OPT-FULLBATCH"]["treatment"] = {"optimizer": "fullbatch-ista"}
+    # the arm itself leaves lr at its default (a base lr inherited by a Lipschitz arm is an
+    # error of its own, TrainConfig's: tests/test_claims.py)
+    data["ideas"]["OPT-FULLBATCH"]["treatment"] = {"optimizer": "fullbatch-ista", "lr": 1e-3}
     with pytest.raises(ConfirmInputError, match=r"tune\.space\.lr: fullbatch-ista ignores lr .*"
                                                 r"optimizer_params\.<.*l1"):
         load_spec(write(tmp_path, data))

@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 
 from dagstudy.config import TrainConfig
+from dagstudy.confirmation import val_stopping
 from dagstudy.confirmation.plan import Experiment, qualify
 from dagstudy.confirmation.pooling import pool, resolve_scale
 from dagstudy.confirmation.spec import ConfirmSpec, IdeaSpec
 from dagstudy.confirmation.verdict import IdeaResult, Verdict, test_idea, unusable
 
 LOG10 = "log10_"
+PASSES_TO = "passes_to:"
 LOSS_FLOOR = 1e-30
 """Losses below this count as it on the log10 scale (a loss of exactly 0 would be -inf)."""
 
@@ -35,7 +37,9 @@ def seed_values(result: dict[str, Any], metric: str) -> np.ndarray:
     """Per-seed value of ``metric`` in a ``TrialResult.to_dict()``; ``epochs`` = epochs each
     seed trained (its stop epoch where a stopping rule ended it); ``log10_<m>`` = log10 of
     metric ``m`` (losses spanning orders of magnitude: a difference of log10(1.25) = 0.097 is a
-    factor 1.25)."""
+    factor 1.25); ``passes_to:<curve>:<target>`` = :func:`passes_to`."""
+    if metric.startswith(PASSES_TO):
+        return passes_to(result, *metric.removeprefix(PASSES_TO).split(":"))
     if metric.startswith(LOG10):
         values = seed_values(result, metric.removeprefix(LOG10))
         return np.log10(np.maximum(values, LOSS_FLOOR))
@@ -45,6 +49,16 @@ def seed_values(result: dict[str, Any], metric: str) -> np.ndarray:
     if metric not in result:
         raise KeyError(f"metric {metric!r} not in the trainer's results")
     return np.asarray([np.nan if v is None else v for v in result[metric]["per_seed"]], float)
+
+
+def passes_to(result: dict[str, Any], curve: str, target: str) -> np.ndarray:
+    """Per seed, the first pass (1-based) after which ``curves[curve]`` is at or below
+    ``target`` (IDEAS.md's "passes to a target loss"); a seed that never gets there counts as
+    ``epochs + 1`` (censored: a lower bound, which only favours the arm that did not reach)."""
+    values = np.asarray(result["curves"][curve], dtype=float)  # [epoch, seed]
+    reached = values <= float(target)
+    first = np.where(reached.any(axis=0), reached.argmax(axis=0) + 1, values.shape[0] + 1)
+    return first.astype(float)
 
 
 def _degradation(results: dict[str, dict], arm: str, depths: list[int], metric: str, sign: int):
@@ -150,6 +164,11 @@ def analyse_setting(idea: str, ispec: IdeaSpec, arms: dict[str, TrainConfig],
         raw, row = co_primary(raw, ispec, results, seeds, spec, idea)
         secondary.append(row)
     secondary += [_metric_row(results, m, seeds, spec) for m in shown_beside(ispec)]
+    if ispec.val_stopping is not None:
+        secondary += val_stopping.rows(
+            results["control"], seed_values(results["treatment"], "test_accuracy"),
+            seed_values(results["treatment"], "epochs"), ispec.val_stopping, spec.test,
+            spec.n_resamples)
     for r, info in enumerate(ispec.base_trials[1:], start=1):  # from_study top K: ranks 1..
         if f"control@rank={r}" not in results:
             continue

@@ -94,11 +94,15 @@ class IdeaSpec(StrictModel):
     ``log10_train_loss``: losses compared as ratios; margin log10(1.25) = 0.097 is a factor
     1.25). ``co_primary``: a second outcome the verdict also needs (both must be significant in
     the treatment's favour). ``secondary_metrics``: compared in secondary rows (test accuracy is
-    always shown beside a verdict on another metric)."""
+    always shown beside a verdict on another metric). ``val_stopping``: secondary rows against
+    validation early stopping with this patience (``val_stopping.py``)."""
 
     metric: str = "test_accuracy"
     co_primary: CoPrimary | None = None
     secondary_metrics: list[str] = []
+    val_stopping: int | None = Field(
+        None, ge=1, description="patience: compare the treatment with validation early "
+        "stopping replayed on the control's run (needs a full-length control)")
     higher_is_better: bool = True
     margin: float = Field(0.01, gt=0.0, description="smallest difference that matters (units)")
     base: dict[str, Any] = {}
