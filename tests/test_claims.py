@@ -192,3 +192,20 @@ def test_validation_early_stopping_is_replayed_on_the_control_run():
                                            [0.9, 0.85]]}}
     accuracy, passes = val_stopping(result, patience=2)
     assert accuracy.tolist() == [0.88, 0.85] and passes.tolist() == [4.0, 5.0]
+
+
+def test_fixed_lipschitz_step_keeps_l_and_the_depth_divisor():
+    from dagstudy.trainer import load_data, train
+
+    base = dict(dataset="digits", topology="dag", depth=3, width=8, epochs=3,
+                optimizer="fullbatch-ista")
+    results = {}
+    for scaled in (False, True):
+        params = {"backtrack": False, "lipschitz_init": 2.0, "depth_scale": scaled}
+        config = TrainConfig(**base, optimizer_params=params)
+        data = load_data(config, [0], "cpu")
+        results[scaled] = train(config, [0], data, "cpu")
+    for r in results.values():
+        assert [row[0] for row in r.curves["lipschitz"]] == [2.0, 2.0, 2.0]
+        assert [row[0] for row in r.curves["backtracks"]] == [1.0, 1.0, 1.0]
+    assert results[True].final["train_loss"] != results[False].final["train_loss"]

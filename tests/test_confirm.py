@@ -154,4 +154,5 @@ def test_corollaries_file_plans_all_fourteen_ideas():
     from dagstudy.ideas import IDEAS as IDEA_IDS
 
     spec = load_spec(Path(__file__).resolve().parents[1] / "studies" / "corollaries.yaml")
-    assert sorted(spec.ideas) == sorted(IDEA_IDS) and spec.seeds >= 10
+    # every built-in idea, plus user-defined ones (OPT-LAYERSCALE-FIXED-L)
+    assert set(IDEA_IDS) <= set(spec.ideas) and spec.seeds >= 10
