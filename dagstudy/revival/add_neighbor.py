@@ -23,7 +23,6 @@ Writes (and resets the optimizer state of): the node's incoming weights and its 
 from __future__ import annotations
 
 import torch
-
 from pydantic import Field
 
 from dagstudy.model.dagnet import DagNet
