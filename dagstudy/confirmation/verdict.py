@@ -254,7 +254,9 @@ def decide(
     3. ruled out:   p_tost_adjusted < alpha (|mean difference| < margin shown);
     4. inconclusive, with ``seeds_needed`` = the cheaper of the pairs that give 80% (``power``)
        to detect the observed d_z and to show equivalence at the observed mean and sd, planned
-       at the Bonferroni level alpha / m (conservative under Holm), capped at ``max_seeds``.
+       at the Bonferroni level alpha / m (conservative under Holm), never below the pairs the
+       exact test needs to reach that level at all; for a non-inferiority idea, the pairs that
+       decide the shifted test at (diff + margin) / sd; capped at ``max_seeds``.
 
     The two-sided p with a direction check makes each directional claim a one-sided test at
     alpha / 2. Verdicts come back in the order of ``results``.
