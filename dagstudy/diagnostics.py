@@ -24,15 +24,18 @@ from dagstudy.problem import Problem
 
 def gradient_reach(
     model: DagNet, problem: Problem, probe_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns ``(ratio [S], block_grad_norm [S, depth])``; does not touch ``param.grad``."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns ``(ratio [S], block_grad_norm [S, depth], hidden)``, ``hidden`` the probe's
+    prefix buffer ``[S, B, n_columns]`` (detached; for :func:`activation_rank`, so the probe
+    is run forward once); does not touch ``param.grad``."""
     idx = problem.data.train_idx[:, :probe_size]
-    losses = problem.loss_fn(model(problem.data.inputs(idx)), problem.data.targets(idx))
+    hidden = model.hidden(problem.data.inputs(idx))
+    losses = problem.loss_fn(model.readout(hidden), problem.data.targets(idx))
     weights = list(model.weights)
     grads = torch.autograd.grad(losses.sum(), weights)
     norms = torch.stack([g.norm(dim=-1).mean(dim=-1) for g in grads], dim=1)
     ratio = norms[:, 0] / norms[:, -1].clamp(min=1e-30)
-    return ratio, norms
+    return ratio, norms, hidden.detach()
 
 
 def dead_by_block(activity_max: torch.Tensor, depth: int) -> torch.Tensor:
@@ -69,15 +72,21 @@ def stuck_fraction(model: DagNet, threshold: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def activation_rank(model: DagNet, x: torch.Tensor, rtol: float = 1e-4) -> torch.Tensor:
-    """Numerical rank of each block's ReLU outputs on the rows ``x [S, B, d_in]``: ``[S, depth]``
-    (float, in 0..width). The rank of the ``[B, width]`` activation matrix counts singular values
-    above ``rtol`` times the largest; a block of copies of two neurons has rank 2, an all-dead
-    block rank 0. Needs B >= width to see the full rank."""
-    buf = model.hidden(x)
+def activation_rank(model: DagNet, hidden: torch.Tensor, rtol: float = 1e-4) -> torch.Tensor:
+    """Numerical rank of each block's ReLU outputs in the prefix buffer ``hidden [S, B,
+    n_columns]`` (``model.hidden(x)``): ``[S, depth]`` (float, in 0..width). The rank of the
+    ``[B, width]`` activation matrix counts singular values above ``rtol`` times the largest; a
+    block of copies of two neurons has rank 2, an all-dead block rank 0. Needs B >= width to
+    see the full rank."""
+    buf = hidden
     width = model.topo.width
     ranks = []
     for k in range(model.topo.depth):
         lo = model.topo.block_start(k)
-        ranks.append(torch.linalg.matrix_rank(buf[..., lo:lo + width].double(), rtol=rtol))
+        acts = buf[..., lo:lo + width].double()
+        # singular values of acts = sqrt(eigenvalues of its [width, width] Gram matrix): a
+        # small symmetric eigenproblem instead of an SVD of [B, width] (float64 keeps 1e-8)
+        sv = torch.linalg.eigvalsh(acts.transpose(1, 2) @ acts).clamp(min=0.0).sqrt()
+        top = sv.amax(dim=1, keepdim=True)
+        ranks.append(((sv > rtol * top) & (top > 0)).sum(dim=1))
     return torch.stack(ranks, dim=1).float()

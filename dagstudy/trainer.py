@@ -195,11 +195,10 @@ def _end_seeds(model: DagNet, variant, problem: Problem, ended: torch.Tensor) ->
 
 def _diagnose(model: DagNet, problem: Problem, config: TrainConfig) -> dict[str, torch.Tensor]:
     """This pass's per-seed diagnostics (``diagnostics.py``)."""
-    reach, block_norms = diagnostics.gradient_reach(model, problem, config.probe_size)
+    reach, block_norms, hidden = diagnostics.gradient_reach(model, problem, config.probe_size)
     dead_by_block = diagnostics.dead_by_block(problem.activity_max, config.depth)
-    probe = problem.data.inputs(problem.data.train_idx[:, :config.probe_size])
     return {
-        "activation_rank_by_block": diagnostics.activation_rank(model, probe),
+        "activation_rank_by_block": diagnostics.activation_rank(model, hidden),
         "stuck_fraction": diagnostics.stuck_fraction(model, config.stuck_threshold),
         "grad_reach": reach, "grad_norm_by_block": block_norms,
         "dead_fraction": dead_by_block.mean(1), "dead_by_block": dead_by_block,

@@ -17,7 +17,7 @@ def _net(width: int = 16, depth: int = 2):
 def test_block_of_copies_of_two_neurons_has_rank_two_of_sixteen():
     model = _net()
     x = torch.randn(2, 256, 8, generator=torch.Generator().manual_seed(0))
-    full = diagnostics.activation_rank(model, x)
+    full = diagnostics.activation_rank(model, model.hidden(x))
     assert full.shape == (2, 2)
     assert torch.all(full[:, 0] == 16)  # random init: full rank
     with torch.no_grad():
@@ -26,7 +26,7 @@ def test_block_of_copies_of_two_neurons_has_rank_two_of_sixteen():
         w[:, 8:] = w[:, 8:9].clone()    # nodes 8..15 copy node 8
         b[:, :8] = 0.1
         b[:, 8:] = 0.2
-    collapsed = diagnostics.activation_rank(model, x)
+    collapsed = diagnostics.activation_rank(model, model.hidden(x))
     assert torch.all(collapsed[:, 0] == 2), collapsed
     dead = diagnostics.dead_by_block(model.hidden(x).amax(dim=1)[:, 8:], 2)
     assert torch.all(dead[:, 0] == 0)  # nobody is dead: the dead fraction hides the collapse
