@@ -209,3 +209,27 @@ def test_fixed_lipschitz_step_keeps_l_and_the_depth_divisor():
         assert [row[0] for row in r.curves["lipschitz"]] == [2.0, 2.0, 2.0]
         assert [row[0] for row in r.curves["backtracks"]] == [1.0, 1.0, 1.0]
     assert results[True].final["train_loss"] != results[False].final["train_loss"]
+
+
+def test_mlflow_tags_a_user_defined_idea():
+    from dagstudy.tracking.confirmation import log_verdicts
+
+    class Client:
+        def log_table(self, run_id, data, artifact_file):
+            self.table = data
+
+    class FakeTracker:
+        parent_run_id = "parent"
+        client = Client()
+
+        def log_batch(self, run_id, metrics, tags):
+            self.tags = tags
+
+    tracker = FakeTracker()
+    rows = [{"idea": "MY-IDEA", "source": "user-defined", "verdict": "inconclusive",
+             "metric": "test_accuracy", "seeds": 2},
+            {"idea": "DAG-DENSE", "source": "built-in", "verdict": "confirmed",
+             "metric": "test_accuracy", "seeds": 2}]
+    log_verdicts(tracker, rows)
+    assert tracker.tags["MY-IDEA.source"] == "user-defined"
+    assert tracker.tags["DAG-DENSE.source"] == "built-in"
