@@ -23,7 +23,7 @@ from pydantic import (
 from dagstudy.data.raw import DataError
 from dagstudy.data.sources import SyntheticSpec, parse_dataset
 from dagstudy.model.topology import FANIN_WIRINGS, READOUTS, TOPOLOGIES
-from dagstudy.optim import VARIANTS
+from dagstudy.optim import VARIANTS, ignores_lr
 from dagstudy.revival import POLICIES
 
 LOSSES = ("ce", "mse")
@@ -168,6 +168,11 @@ class TrainConfig(StrictModel):
             raise ValueError("fanin: required (>= 1) when topology is 'fanin'")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction: must be < 1")
+        default_lr = TrainConfig.model_fields["lr"].default
+        if self.lr != default_lr and ignores_lr(self.optimizer):
+            own = ", ".join(VARIANTS[self.optimizer].Params.model_fields)
+            raise ValueError(f"lr: {self.optimizer} ignores lr (its step is 1/L); leave lr at "
+                             f"its default {default_lr:g} and set optimizer_params.<{own}>")
         self.optimizer_hp()
         self.revival_hp()
         return self

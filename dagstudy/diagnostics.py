@@ -9,6 +9,9 @@
   included) have cosine similarity above ``threshold`` (OPT-JITTER's wasted capacity).
 - ``stuck_fraction``: fraction of weights (hidden connections the topology keeps, and the
   readout) with magnitude below ``threshold`` (GRAD-FLOOR's stuck weights).
+- ``activation_rank``: numerical rank of each block's activations on a probe of training
+  rows, per block (a block that collapsed to copies of a few neurons, or died, has a low rank
+  even where the dead fraction is 0: the revival ideas' mechanism).
 """
 
 from __future__ import annotations
@@ -21,15 +24,18 @@ from dagstudy.problem import Problem
 
 def gradient_reach(
     model: DagNet, problem: Problem, probe_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns ``(ratio [S], block_grad_norm [S, depth])``; does not touch ``param.grad``."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns ``(ratio [S], block_grad_norm [S, depth], hidden)``, ``hidden`` the probe's
+    prefix buffer ``[S, B, n_columns]`` (detached; for :func:`activation_rank`, so the probe
+    is run forward once); does not touch ``param.grad``."""
     idx = problem.data.train_idx[:, :probe_size]
-    losses = problem.loss_fn(model(problem.data.inputs(idx)), problem.data.targets(idx))
+    hidden = model.hidden(problem.data.inputs(idx))
+    losses = problem.loss_fn(model.readout(hidden), problem.data.targets(idx))
     weights = list(model.weights)
     grads = torch.autograd.grad(losses.sum(), weights)
     norms = torch.stack([g.norm(dim=-1).mean(dim=-1) for g in grads], dim=1)
     ratio = norms[:, 0] / norms[:, -1].clamp(min=1e-30)
-    return ratio, norms
+    return ratio, norms, hidden.detach()
 
 
 def dead_by_block(activity_max: torch.Tensor, depth: int) -> torch.Tensor:
@@ -63,3 +69,24 @@ def stuck_fraction(model: DagNet, threshold: float) -> torch.Tensor:
     stuck += (model.out_weight.abs() < threshold).float().flatten(1).sum(1)
     total += model.out_weight[0].numel()
     return stuck / total
+
+
+@torch.no_grad()
+def activation_rank(model: DagNet, hidden: torch.Tensor, rtol: float = 1e-4) -> torch.Tensor:
+    """Numerical rank of each block's ReLU outputs in the prefix buffer ``hidden [S, B,
+    n_columns]`` (``model.hidden(x)``): ``[S, depth]`` (float, in 0..width). The rank of the
+    ``[B, width]`` activation matrix counts singular values above ``rtol`` times the largest; a
+    block of copies of two neurons has rank 2, an all-dead block rank 0. Needs B >= width to
+    see the full rank."""
+    buf = hidden
+    width = model.topo.width
+    ranks = []
+    for k in range(model.topo.depth):
+        lo = model.topo.block_start(k)
+        acts = buf[..., lo:lo + width].double()
+        # singular values of acts = sqrt(eigenvalues of its [width, width] Gram matrix): a
+        # small symmetric eigenproblem instead of an SVD of [B, width] (float64 keeps 1e-8)
+        sv = torch.linalg.eigvalsh(acts.transpose(1, 2) @ acts).clamp(min=0.0).sqrt()
+        top = sv.amax(dim=1, keepdim=True)
+        ranks.append(((sv > rtol * top) & (top > 0)).sum(dim=1))
+    return torch.stack(ranks, dim=1).float()

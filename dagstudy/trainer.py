@@ -98,9 +98,9 @@ class TrialResult:
     """What one population training returns. Per-seed lists follow ``seeds`` order.
 
     ``final[m]``: last-epoch value of metric ``m`` per seed; ``curves[m]``: per epoch, per seed
-    (``curves["dead_by_block"]`` is per epoch, per seed, per block); ``status[i]`` is ``"ok"``
-    or ``"diverged"`` with ``reasons[i]`` saying why and when (``"failed"``: the run crashed,
-    ``TrialResult.crashed``).
+    (``curves["dead_by_block"]``, ``curves["activation_rank_by_block"]`` are per epoch, per
+    seed, per block); ``status[i]`` is ``"ok"`` or ``"diverged"`` with ``reasons[i]`` saying
+    why and when (``"failed"``: the run crashed, ``TrialResult.crashed``).
     """
 
     config: dict[str, Any]
@@ -195,9 +195,10 @@ def _end_seeds(model: DagNet, variant, problem: Problem, ended: torch.Tensor) ->
 
 def _diagnose(model: DagNet, problem: Problem, config: TrainConfig) -> dict[str, torch.Tensor]:
     """This pass's per-seed diagnostics (``diagnostics.py``)."""
-    reach, block_norms = diagnostics.gradient_reach(model, problem, config.probe_size)
+    reach, block_norms, hidden = diagnostics.gradient_reach(model, problem, config.probe_size)
     dead_by_block = diagnostics.dead_by_block(problem.activity_max, config.depth)
     return {
+        "activation_rank_by_block": diagnostics.activation_rank(model, hidden),
         "stuck_fraction": diagnostics.stuck_fraction(model, config.stuck_threshold),
         "grad_reach": reach, "grad_norm_by_block": block_norms,
         "dead_fraction": dead_by_block.mean(1), "dead_by_block": dead_by_block,

@@ -354,3 +354,21 @@ def test_reinit_draws_per_seed_so_a_seed_alone_equals_it_in_a_population():
     assert [e[1] for e in pop.curves["revived"]] == [e[0] for e in alone.curves["revived"]]
     assert [e[1] for e in pop.curves["train_loss"]] == pytest.approx(
         [e[0] for e in alone.curves["train_loss"]], abs=1e-4)
+
+
+def test_add_neighbor_rescaled_keeps_the_sum_direction_at_the_init_norm():
+    model, problem = make_problem("dag", 4, dtype=torch.float64)
+    with torch.no_grad():
+        model.weights[0][0, 1] = model.weights[0][0, 2] * 3.0  # node 1 dies: its bias is huge
+    kill(model, [(0, 1)])
+    w_before = model.weights[0][0].detach().clone()
+    b_before = model.biases[0][0].detach().clone()
+    policy, variant = make_policy("add-neighbor", rescale=True), adam(problem)
+    stats = policy.after_pass(model, detect(problem), variant, problem, epoch=1)
+    assert stats["revived"].sum() == 1
+    row, bias = model.weights[0][0, 1], model.biases[0][0, 1]
+    summed = w_before[1] + w_before[2]
+    assert row.norm().item() == pytest.approx(1.0)  # a full row: sqrt(cols / cols)
+    factor = row.norm() / summed.norm()
+    assert torch.allclose(row, summed * factor)
+    assert bias.item() == pytest.approx(((b_before[1] + b_before[2]) * factor).item())

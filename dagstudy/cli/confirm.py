@@ -19,6 +19,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--run-dir", default=None, help="local store (default $DAGSTUDY_HOME or "
                    "./dagstudy-runs)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--force", action="store_true",
+                   help="run even where an idea's seeds cannot reach significance under Holm "
+                   "(a loud warning instead of the refusal)")
     p.add_argument("--json", action="store_true",
                    help="print a JSON summary (verdicts, report, MLflow run) on stdout; the "
                    "table goes to stderr")
@@ -40,6 +43,7 @@ def run_confirm(args) -> int:
 
     from dagstudy.confirmation.loader import load_spec, parse_ideas
     from dagstudy.confirmation.plan import local_runner
+    from dagstudy.confirmation.power_check import unreachable
     from dagstudy.confirmation.provenance import provenance
     from dagstudy.confirmation.report import verdict_rows
     from dagstudy.confirmation.run import run_confirmation
@@ -63,6 +67,14 @@ def run_confirm(args) -> int:
         ideas = parse_ideas(args.ideas, spec)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    problems = unreachable(spec, ideas)
+    if problems and not args.force:
+        more = f"; {len(problems) - 1} more idea(s) likewise" if len(problems) > 1 else ""
+        raise UsageError(f"{args.file}: {problems[0]}{more} (more seeds, fewer ideas, or "
+                         "--force)")
+    for problem in problems:
+        print(f"WARNING (--force): {problem}; its verdict cannot be 'confirmed'",
+              file=sys.stderr, flush=True)
     tuned = any(spec.tune_for(i) for i in (ideas or spec.ideas))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = (Path(args.out) if args.out

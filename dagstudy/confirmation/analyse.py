@@ -21,21 +21,44 @@ from typing import Any
 import numpy as np
 
 from dagstudy.config import TrainConfig
+from dagstudy.confirmation import val_stopping
 from dagstudy.confirmation.plan import Experiment, qualify
 from dagstudy.confirmation.pooling import pool, resolve_scale
 from dagstudy.confirmation.spec import ConfirmSpec, IdeaSpec
 from dagstudy.confirmation.verdict import IdeaResult, Verdict, test_idea, unusable
 
+LOG10 = "log10_"
+PASSES_TO = "passes_to:"
+LOSS_FLOOR = 1e-30
+"""Losses below this count as it on the log10 scale (a loss of exactly 0 would be -inf)."""
+
 
 def seed_values(result: dict[str, Any], metric: str) -> np.ndarray:
     """Per-seed value of ``metric`` in a ``TrialResult.to_dict()``; ``epochs`` = epochs each
-    seed trained (its stop epoch where a stopping rule ended it)."""
+    seed trained (its stop epoch where a stopping rule ended it); ``log10_<m>`` = log10 of
+    metric ``m`` (losses spanning orders of magnitude: a difference of log10(1.25) = 0.097 is a
+    factor 1.25); ``passes_to:<curve>:<target>`` = :func:`passes_to`."""
+    if metric.startswith(PASSES_TO):
+        return passes_to(result, *metric.removeprefix(PASSES_TO).split(":"))
+    if metric.startswith(LOG10):
+        values = seed_values(result, metric.removeprefix(LOG10))
+        return np.log10(np.maximum(values, LOSS_FLOOR))
     if metric == "epochs":
         stops = result.get("stop_epoch")
         return np.asarray(stops if stops else [result["epochs"]] * len(result["seeds"]), float)
     if metric not in result:
         raise KeyError(f"metric {metric!r} not in the trainer's results")
     return np.asarray([np.nan if v is None else v for v in result[metric]["per_seed"]], float)
+
+
+def passes_to(result: dict[str, Any], curve: str, target: str) -> np.ndarray:
+    """Per seed, the first pass (1-based) after which ``curves[curve]`` is at or below
+    ``target`` (IDEAS.md's "passes to a target loss"); a seed that never gets there counts as
+    ``epochs + 1`` (censored: a lower bound, which only favours the arm that did not reach)."""
+    values = np.asarray(result["curves"][curve], dtype=float)  # [epoch, seed]
+    reached = values <= float(target)
+    first = np.where(reached.any(axis=0), reached.argmax(axis=0) + 1, values.shape[0] + 1)
+    return first.astype(float)
 
 
 def _degradation(results: dict[str, dict], arm: str, depths: list[int], metric: str, sign: int):
@@ -86,7 +109,8 @@ def _paired(control: np.ndarray, treatment: np.ndarray, seeds: list[int], ispec:
         return raw
     shift = ispec.margin if ispec.higher_is_better else -ispec.margin
     shifted = test_idea(control, treatment + shift, **kwargs)
-    return replace(raw, p=shifted.p, effect_sign=shifted.effect_sign, p_tost=1.0)
+    return replace(raw, p=shifted.p, effect_sign=shifted.effect_sign, p_tost=1.0,
+                   noninferiority=True)
 
 
 def analyse(exp: Experiment, results: dict[str, dict], spec: ConfirmSpec) -> IdeaAnalysis:
@@ -136,6 +160,15 @@ def analyse_setting(idea: str, ispec: IdeaSpec, arms: dict[str, TrainConfig],
     treatment = seed_values(results["treatment"], metric)
     seeds = results["control"]["seeds"]
     raw = _paired(control, treatment, seeds, ispec, spec, idea)
+    if ispec.co_primary is not None:
+        raw, row = co_primary(raw, ispec, results, seeds, spec, idea)
+        secondary.append(row)
+    secondary += [_metric_row(results, m, seeds, spec) for m in shown_beside(ispec)]
+    if ispec.val_stopping is not None:
+        secondary += val_stopping.rows(
+            results["control"], seed_values(results["treatment"], "test_accuracy"),
+            seed_values(results["treatment"], "epochs"), ispec.val_stopping, spec.test,
+            spec.n_resamples)
     for r, info in enumerate(ispec.base_trials[1:], start=1):  # from_study top K: ranks 1..
         if f"control@rank={r}" not in results:
             continue
@@ -160,6 +193,50 @@ def analyse_setting(idea: str, ispec: IdeaSpec, arms: dict[str, TrainConfig],
                        per_mflop=row["mean"] / (row["flops"] / 1e6))
         secondary.append(row)
     return IdeaAnalysis(idea, metric, raw, control, treatment, secondary)
+
+
+def shown_beside(ispec: IdeaSpec) -> list[str]:
+    """Metrics compared (paired, unadjusted) in secondary rows: the idea's
+    ``secondary_metrics``, and test accuracy beside every verdict on another metric."""
+    extra = [] if ispec.metric == "test_accuracy" else ["test_accuracy"]
+    return list(dict.fromkeys([*ispec.secondary_metrics, *extra]))
+
+
+def _metric_row(results: dict[str, dict], metric: str, seeds: list[int],
+                spec: ConfirmSpec) -> dict[str, Any]:
+    """A secondary row: treatment vs control on ``metric``, paired, unadjusted p."""
+    control = seed_values(results["control"], metric)
+    treatment = seed_values(results["treatment"], metric)
+    ok = np.isfinite(control) & np.isfinite(treatment)
+    row: dict[str, Any] = {"arm": "treatment", "vs": "control", "metric": metric}
+    if ok.sum() < 2:
+        return row
+    r = test_idea(control[ok], treatment[ok], margin=1.0, test=spec.test,
+                  n_resamples=spec.n_resamples)
+    row.update(control_mean=r.control_mean, treatment_mean=r.treatment_mean, diff=r.diff,
+               ci=[r.ci_low, r.ci_high], p=r.p)
+    return row
+
+
+def co_primary(raw: IdeaResult, ispec: IdeaSpec, results: dict[str, dict], seeds: list[int],
+               spec: ConfirmSpec, idea: str) -> tuple[IdeaResult, dict[str, Any]]:
+    """Both outcomes must hold (intersection-union test): the primary result with ``p`` the
+    larger of the two tests' p-values (a level-alpha test of "both", no extra correction) and
+    its direction favourable only when both are; plus the second outcome's row."""
+    second = ispec.co_primary
+    other = _paired(seed_values(results["control"], second.metric),
+                    seed_values(results["treatment"], second.metric), seeds,
+                    ispec.model_copy(update={"higher_is_better": second.higher_is_better,
+                                             "margin": second.margin,
+                                             "noninferiority": False}), spec, idea)
+    both_good = raw.better and other.better
+    oriented = 1 if both_good else -1
+    sign = oriented if raw.higher_is_better else -oriented
+    combined = replace(raw, p=max(raw.p, other.p), effect_sign=sign, p_tost=1.0)
+    row = {"arm": "treatment", "vs": "control", "metric": f"{second.metric} (co-primary)",
+           "control_mean": other.control_mean, "treatment_mean": other.treatment_mean,
+           "diff": other.diff, "ci": [other.ci_low, other.ci_high], "p": other.p}
+    return combined, row
 
 
 @dataclass

@@ -87,7 +87,8 @@ VERDICT_HEAD = ["idea", "metric", "control", "treatment", "diff", "95% CI", "d_z
 
 
 def verdict_table(rows: list[dict[str, Any]]) -> str:
-    body = [[r["idea"], r["metric"], fmt(r["control_mean"]), fmt(r["treatment_mean"]),
+    body = [[r["idea"] + (" (user-defined)" if r.get("source") == "user-defined" else ""),
+             r["metric"], fmt(r["control_mean"]), fmt(r["treatment_mean"]),
              fmt(r["diff"], 3), f"[{fmt(r['ci_low'], 3)}, {fmt(r['ci_high'], 3)}]",
              fmt(r["d_z"], 2), fmt(r["p_adjusted"], 2), verdict_cell(r["verdict"]), r["seeds"],
              fmt(r["seeds_needed"]), r.get("protocol", "fixed")] for r in rows]
@@ -122,10 +123,11 @@ def arms_table(arms: dict[str, dict[str, Any]], metric: str) -> str:
     """One row per arm: the differing configuration fields, parameters, FLOPs per example and
     the final value of the idea's metric (mean ± SD over seeds)."""
     fields = differing_fields({a: r["config"] for a, r in arms.items()})
-    head = ["arm", *fields, "parameters", "FLOPs / example", f"{metric} (mean ± SD)"]
+    shown = metric.removeprefix("log10_")  # the arms' own values, not their logarithm
+    head = ["arm", *fields, "parameters", "FLOPs / example", f"{shown} (mean ± SD)"]
     rows = []
     for arm, r in arms.items():
-        summary = r.get(metric) if isinstance(r.get(metric), dict) else {}
+        summary = r.get(shown) if isinstance(r.get(shown), dict) else {}
         value = (f"{fmt(summary.get('mean'))} ± {fmt(summary.get('std'), 2)}"
                  if summary else "-")
         rows.append([arm, *(_value(r["config"].get(f)) for f in fields), r.get("params", "-"),
@@ -199,7 +201,8 @@ def _idea_section(spec: ConfirmSpec, row: dict[str, Any], arms: dict[str, dict],
                   figures: list[str], out: Path, tuning: list[str] | None = None) -> str:
     idea = row["idea"]
     ispec = spec.ideas[idea]
-    claim = IDEAS[idea].claim if idea in IDEAS else ""
+    claim = IDEAS[idea].claim if idea in IDEAS else (
+        "user-defined idea (not in dagstudy/ideas.py): the confirmation file defines it")
     direction = "higher" if ispec.higher_is_better else "lower"
     parts = [f'<h2 id="{_e(idea)}">{_e(idea)}</h2>',
              f"<p><em>{_e(claim)}</em></p>",

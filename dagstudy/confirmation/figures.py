@@ -38,6 +38,9 @@ UNITS = {
     "resurrection_rate_by_block": "resurrected / dead nodes (fraction)",
     "revival_loss_jump": "training-loss jump at revival", "pair_similarity": "cosine similarity",
     "revived_lifetime": "epochs alive after revival",
+    "activation_rank_by_block": "activation rank per block (of width)",
+    "revived": "nodes revived this pass (count)", "revived_nodes": "distinct nodes revived so far",
+    "redied_by_pass": "revived nodes dead again this pass (count)",
 }
 """The y-axis label (quantity and unit) of a curve; unknown curves are labelled by name."""
 

@@ -1,14 +1,14 @@
 """Every idea's arms as validated ``TrainConfig``s, and the jobs that train them.
 
 ``plan(spec) -> [Experiment]``: per idea and per setting (``settings``: one unnamed setting, the
-base, when the idea gives none), the control, the treatment and any extra arms, with
-the special designs applied (``match_params``: the control's width matched to the treatment's
-parameter count within 5%; ``depths``: every arm at every depth; ``fanin_sweep``: a treatment
-and a nearest-wiring arm per N). An ``ArmJob`` is one arm on a set of seeds (one population
-training run); a ``Runner`` trains jobs and yields ``(job, TrialResult dict)`` as each finishes
-(``local_runner`` here, ``dagstudy.study.cluster.ray_runner`` on Ray), calling its optional
-``on_start(job)`` just before each job's training is launched. An arm of a named setting is
-called ``"SETTING | ARM"`` (``qualify``). ``check_data`` loads every distinct dataset once, so
+base, when the idea gives none), the control, the treatment and any extra arms, with the special
+designs applied (``match_params``: the control's width matched to the treatment's parameter count
+within 5%, at every depth with ``depths``; ``depths``: every arm at every depth; ``fanin_sweep``: a
+treatment and a nearest-wiring arm per N). An ``ArmJob`` is one arm on a set of seeds (one
+population training run); a ``Runner`` trains jobs and yields ``(job, TrialResult dict)`` as each
+finishes (``local_runner`` here, ``dagstudy.study.cluster.ray_runner`` on Ray), calling its
+optional ``on_start(job)`` just before each job's training is launched. An arm of a named setting
+is called ``"SETTING | ARM"`` (``qualify``). ``check_data`` loads every distinct dataset once, so
 bad data is an error naming the idea and setting before any training.
 """
 
@@ -90,12 +90,21 @@ def param_count(config: TrainConfig, d_in: int, n_classes: int) -> int:
 
 
 def matched_width(config: TrainConfig, target: int, d_in: int, n_classes: int) -> TrainConfig:
-    """``config`` with the width whose parameter count is closest to ``target`` (within 5%)."""
-    best = min(
-        range(1, 4 * config.width + 64),
-        key=lambda w: abs(param_count(config.model_copy(update={"width": w}), d_in, n_classes)
-                          - target),
-    )
+    """``config`` with the width whose parameter count is closest to ``target`` (within 5%).
+
+    The count grows with the width, so a bisection finds the first width at or above the
+    target in about log2(4 width + 64) model builds; it or the width below it is closest."""
+    def count(w: int) -> int:
+        return param_count(config.model_copy(update={"width": w}), d_in, n_classes)
+
+    lo, hi = 1, 4 * config.width + 63
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count(mid) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    best = min({max(lo - 1, 1), lo}, key=lambda w: abs(count(w) - target))
     matched = config.model_copy(update={"width": best})
     got = param_count(matched, d_in, n_classes)
     if abs(got - target) > PARAM_TOLERANCE * target:
@@ -136,14 +145,15 @@ def _arms(ispec: IdeaSpec, base: dict[str, Any], where: str) -> dict[str, TrainC
     arms = {"control": control, "treatment": treatment}
     for name, overrides in ispec.extra_controls.items():
         arms[name] = _config(base, overrides, f"{where}.extra_controls.{name}")
-    if ispec.match_params:
-        d_in, n_classes = _data_shape(treatment)
-        target = param_count(treatment, d_in, n_classes)
-        for name in [n for n in arms if n != "treatment"]:
-            arms[name] = matched_width(arms[name], target, d_in, n_classes)
     if ispec.depths:
         arms = {f"{name}@depth={d}": cfg.model_copy(update={"depth": d})
                 for name, cfg in arms.items() for d in ispec.depths}
+    if ispec.match_params:
+        d_in, n_classes = _data_shape(treatment)
+        for suffix in [f"@depth={d}" for d in ispec.depths] if ispec.depths else [""]:
+            target = param_count(arms[f"treatment{suffix}"], d_in, n_classes)
+            for name in [n for n in arms if n.endswith(suffix) and n != f"treatment{suffix}"]:
+                arms[name] = matched_width(arms[name], target, d_in, n_classes)
     for n in ispec.fanin_sweep or []:
         for name, wiring in (("treatment", "random"), ("nearest", "nearest")):
             arms[f"{name}@fanin={n}"] = _config(

@@ -113,7 +113,7 @@ def pool(
         diff=meta.estimate, sd_diff=sd, ci_low=meta.ci_low, ci_high=meta.ci_high,
         d_z=meta.estimate / sd if sd > 0 else math.nan, p=p,
         p_tost=1.0 if no_tost else _tost_normal(meta.estimate, meta.se, ispec.margin),
-        effect_sign=sign)
+        effect_sign=sign, noninferiority=ispec.noninferiority)
     return raw, rows, pooled
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from dagstudy.confirmation import figures
 from dagstudy.confirmation.analyse import Outcome
 from dagstudy.confirmation.document import document, fmt
-from dagstudy.confirmation.spec import ConfirmSpec
+from dagstudy.confirmation.spec import ConfirmSpec, is_user_defined
 from dagstudy.confirmation.tune import protocol
 from dagstudy.confirmation.tune_report import tuning_lines, write_tuning
 
@@ -34,7 +34,8 @@ def verdict_rows(outcome: Outcome) -> list[dict[str, Any]]:
     rows = []
     for v, a in zip(outcome.verdicts, outcome.analyses):
         row = v.to_dict()
-        row.update(idea=a.idea, metric=a.metric, secondary=_jsonable(a.secondary),
+        row.update(idea=a.idea, source="user-defined" if is_user_defined(a.idea) else "built-in",
+                   metric=a.metric, secondary=_jsonable(a.secondary),
                    settings=_jsonable(a.settings), pooled=_jsonable(a.pooled),
                    protocol=protocol(outcome.tuning.get(a.idea)))
         row.pop("name", None)
@@ -55,7 +56,8 @@ def _jsonable(value: Any) -> Any:
 def table_line(row: dict[str, Any]) -> str:
     """One markdown table row (also the live progress line of ``dagstudy confirm``)."""
     ci = f"[{fmt(row['ci_low'], 3)}, {fmt(row['ci_high'], 3)}]"
-    cells = [row["idea"], row["metric"], fmt(row["control_mean"]), fmt(row["treatment_mean"]),
+    idea = row["idea"] + (" (user-defined)" if row.get("source") == "user-defined" else "")
+    cells = [idea, row["metric"], fmt(row["control_mean"]), fmt(row["treatment_mean"]),
              f"{fmt(row['diff'], 3)} {ci}", fmt(row["d_z"], 2), fmt(row["p_adjusted"], 2),
              row["verdict"], str(row["seeds"]), fmt(row["seeds_needed"]),
              row.get("protocol", "fixed")]

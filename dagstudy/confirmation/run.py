@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from dagstudy import stats
-from dagstudy.confirmation.analyse import IdeaAnalysis, Outcome, analyse
+from dagstudy.confirmation.analyse import IdeaAnalysis, Outcome, analyse, seed_values
 from dagstudy.confirmation.plan import ArmJob, Experiment, Runner, check_data, plan
 from dagstudy.confirmation.pooling import pooled_reason
+from dagstudy.confirmation.power_check import look_alphas
 from dagstudy.confirmation.provenance import provenance
 from dagstudy.confirmation.report import TABLE_HEAD, table_line, verdict_rows, write_report
 from dagstudy.confirmation.spec import ConfirmSpec
@@ -68,15 +68,6 @@ def _merge(old: dict | None, new: dict) -> dict:
     return merged
 
 
-def _look_alphas(spec: ConfirmSpec) -> list[float]:
-    seq = spec.sequential
-    if not seq.enabled:
-        return [spec.alpha]
-    if seq.spending == "bonferroni":
-        return list(stats.bonferroni_looks(spec.alpha, seq.looks))
-    return list(stats.obrien_fleming_alphas(spec.alpha, seq.looks))
-
-
 def confirm(
     spec: ConfirmSpec,
     runner: Runner,
@@ -96,7 +87,7 @@ def confirm(
         raise ValueError(f"--ideas: none of {ideas} is in the file (has: {', '.join(spec.ideas)})")
     check_data(experiments, spec.first_seed)
     results: dict[str, dict[str, dict]] = {e.idea: {} for e in experiments}
-    alphas = _look_alphas(spec)
+    alphas = look_alphas(spec)
     open_ideas = {e.idea for e in experiments}
     seeds = list(range(spec.first_seed, spec.first_seed + spec.seeds))
     decided: dict[str, Verdict] = {}
@@ -170,6 +161,17 @@ def _run_deduplicated(runner: Runner, jobs: list[ArmJob],
             yield twin, result
 
 
+def _arm_value(result: dict, metric: str) -> str:
+    """``"METRIC MEAN"`` over the arm's seeds for the progress line (log10 and passes-to
+    metrics included); the epochs trained where the result has no such values."""
+    try:
+        values = seed_values(result, metric)
+    except (KeyError, IndexError, ValueError):
+        return f"{result['epochs']} epochs"
+    finite = values[np.isfinite(values)]
+    return f"{metric} {finite.mean():.4g}" if finite.size else f"{metric} -"
+
+
 class Progress:
     """Arms done / total with ETA on stderr (each arm's final value of its idea's metric);
     each idea's row on ``rows`` (stdout) as soon as its arms are in (unadjusted p: Holm needs
@@ -190,9 +192,7 @@ class Progress:
             self.done += 1
             elapsed = time.monotonic() - self.start
             eta = elapsed / self.done * max(self.total - self.done, 0)
-            metric = self.experiments[job.idea].spec.metric
-            value = result.get(metric, {}).get("mean") if metric != "epochs" else None
-            shown = f"{metric} {value:.4g}" if value is not None else f"{result['epochs']} epochs"
+            shown = _arm_value(result, self.experiments[job.idea].spec.metric)
             print(f"[{self.done}/{self.total} arms, {elapsed:.0f}s, eta {eta:.0f}s] {job.idea} "
                   f"{job.arm}: {shown}", file=sys.stderr, flush=True)
         exp = self.experiments[job.idea]

@@ -2,14 +2,16 @@
 overrides of one base), optionally several settings of that base (``SettingsSpec``), the seeds,
 the test and the sequential design.
 
-Idea IDs are those of the registry ``dagstudy.ideas``; ``loader.load_spec`` reads a file into
-a ``ConfirmSpec``.
+Idea IDs are those of the registry ``dagstudy.ideas`` or any other ID (``IDEA_ID``), which is
+then *user-defined*: the file says everything about it (arms, metric, margin) and the report and
+MLflow mark it so; ``loader.load_spec`` reads a file into a ``ConfirmSpec``.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -77,10 +79,30 @@ def _label_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
+class CoPrimary(StrictModel):
+    """A second outcome that must hold too (e.g. OPT-STOP: epochs saved beside accuracy)."""
+
+    metric: str
+    higher_is_better: bool = True
+    margin: float = Field(1.0, gt=0.0, description="smallest difference that matters (units)")
+
+
 class IdeaSpec(StrictModel):
-    """One idea's experiment; arms are ``TrainConfig`` overrides of the file's and idea's base."""
+    """One idea's experiment; arms are ``TrainConfig`` overrides of the file's and idea's base.
+
+    ``metric``: a ``TrialResult`` metric, ``epochs``, or ``log10_<metric>`` (e.g.
+    ``log10_train_loss``: losses compared as ratios; margin log10(1.25) = 0.097 is a factor
+    1.25). ``co_primary``: a second outcome the verdict also needs (both must be significant in
+    the treatment's favour). ``secondary_metrics``: compared in secondary rows (test accuracy is
+    always shown beside a verdict on another metric). ``val_stopping``: secondary rows against
+    validation early stopping with this patience (``val_stopping.py``)."""
 
     metric: str = "test_accuracy"
+    co_primary: CoPrimary | None = None
+    secondary_metrics: list[str] = []
+    val_stopping: int | None = Field(
+        None, ge=1, description="patience: compare the treatment with validation early "
+        "stopping replayed on the control's run (needs a full-length control)")
     higher_is_better: bool = True
     margin: float = Field(0.01, gt=0.0, description="smallest difference that matters (units)")
     base: dict[str, Any] = {}
@@ -98,6 +120,16 @@ class IdeaSpec(StrictModel):
         [], description="bases of ranks 1.. of `from_study: {top: K}` (set by from_study)")
     base_trials: list[dict[str, Any]] = Field(
         [], description="the study trials the bases came from (set by from_study)")
+
+
+IDEA_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""An idea ID: built-in (``dagstudy.ideas.IDEAS``) or user-defined; it names MLflow metrics
+(``<ID>.diff``) and report files (``pairs-<ID>.png``), hence the restricted alphabet."""
+
+
+def is_user_defined(idea: str) -> bool:
+    """Whether ``idea`` is not in the built-in registry (the report and MLflow mark it)."""
+    return idea not in IDEAS
 
 
 class SequentialSpec(StrictModel):
@@ -134,9 +166,15 @@ class ConfirmSpec(StrictModel):
 
     @model_validator(mode="after")
     def _known_ideas(self) -> ConfirmSpec:
-        unknown = [k for k in self.ideas if k not in IDEAS]
-        if unknown:
-            raise ValueError(f"ideas: unknown {unknown} (allowed: {', '.join(IDEAS)})")
+        bad = [k for k in self.ideas if not IDEA_ID.fullmatch(k)]
+        if bad:
+            raise ValueError(f"ideas: {bad} are not idea IDs (1 to 64 of A-Z a-z 0-9 _ -; "
+                             f"built-in: {', '.join(IDEAS)}; any other ID is user-defined)")
+        pooled_co = [k for k, i in self.ideas.items() if i.co_primary and (i.settings or
+                                                                           self.settings)]
+        if pooled_co:
+            raise ValueError(f"ideas.{pooled_co[0]}.co_primary: not available with settings "
+                             "(the pooled test has one outcome)")
         verdict = self.verdict_seeds()
         for idea in self.ideas:
             tune = self.tune_for(idea)

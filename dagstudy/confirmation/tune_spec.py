@@ -19,8 +19,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from dagstudy.config import StrictModel, TrainConfig
-from dagstudy.optim import VARIANTS
-from dagstudy.optim.lipschitz import BacktrackParams
+from dagstudy.optim import VARIANTS, ignores_lr
 from dagstudy.revival import POLICIES
 from dagstudy.study.samplers import MedianPruner, Pruner, Sampler
 from dagstudy.study.space import SCALARS, Domain, SearchSpace
@@ -32,12 +31,6 @@ TUNING_FIRST_SEED = 10_000
 REGISTRY_KEYS = {"optimizer_params": ("optimizer", VARIANTS),
                  "revival_params": ("revival", POLICIES)}
 TUNABLE = (*SCALARS, *(f"{k}.<param>" for k in REGISTRY_KEYS))
-
-
-def ignores_lr(optimizer: str) -> bool:
-    """Whether the variant takes its step from a Lipschitz estimate (its ``Params`` extend
-    ``BacktrackParams``) and so ignores the config's ``lr``."""
-    return issubclass(VARIANTS[optimizer].Params, BacktrackParams)
 
 
 class TuneObjective(Objective):

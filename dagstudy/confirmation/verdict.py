@@ -21,7 +21,7 @@ from dagstudy.stats.paired import (
     paired_p,
     tost,
 )
-from dagstudy.stats.power import seeds_for_margin, seeds_needed
+from dagstudy.stats.power import seeds_for_margin, seeds_needed, seeds_noninferior
 from dagstudy.stats.sequential import holm
 
 VerdictName = Literal["confirmed", "ruled out", "inconclusive"]
@@ -46,6 +46,7 @@ class IdeaResult:
     two-sided primary-test p-value and ``p_tost`` the TOST p-value against ``margin``.
     ``failed_seeds``: seeds left out because an arm has no value for them (a crashed arm);
     with fewer than 2 pairs left every statistic is NaN and both p-values are 1.
+    ``noninferiority``: ``p`` tests ``diff + margin`` (oriented) and there is no TOST.
     """
 
     name: str
@@ -64,6 +65,7 @@ class IdeaResult:
     p_tost: float
     effect_sign: int
     failed_seeds: tuple[int, ...] = ()
+    noninferiority: bool = False
 
     @property
     def better(self) -> bool:
@@ -110,8 +112,10 @@ class Verdict:
             v = data[key]
             return math.nan if v is None and key not in ("seeds_needed",) else v
 
-        fields = {f: value(f) for f in IdeaResult.__dataclass_fields__ if f != "failed_seeds"}
-        result = IdeaResult(**fields, failed_seeds=tuple(data.get("failed_seeds") or ()))
+        own_defaults = ("failed_seeds", "noninferiority")
+        fields = {f: value(f) for f in IdeaResult.__dataclass_fields__ if f not in own_defaults}
+        result = IdeaResult(**fields, failed_seeds=tuple(data.get("failed_seeds") or ()),
+                            noninferiority=bool(data.get("noninferiority", False)))
         own = {f: value(f) for f in cls.__dataclass_fields__ if f != "result"}
         return cls(result=result, **own)
 
@@ -174,11 +178,19 @@ test_idea.__test__ = False  # a library function, not a pytest test, when import
 
 def _seeds_to_decide(r: IdeaResult, alpha: float, power: float, max_n: int) -> int:
     """Total pairs likely to decide an inconclusive idea: the cheaper of detecting the observed
-    d_z (two-sided t power) and ruling it out by TOST at the observed mean and sd; at least one
+    d_z (two-sided t power, never below the fewest pairs with which ``r.test`` can reach
+    ``alpha``) and ruling it out by TOST at the observed mean and sd; for a non-inferiority idea
+    the pairs that decide the shifted test at ``(diff + margin) / sd`` (no TOST). At least one
     more pair than already run, at most ``max_n``."""
-    detect = seeds_needed(r.d_z, alpha, power, max_n=max_n)
-    rule_out = seeds_for_margin(r.sd_diff, r.margin, alpha, power, diff=r.diff, max_n=max_n)
-    return min(max(min(detect, rule_out), r.seeds + 1), max_n)
+    if r.noninferiority:
+        oriented = r.diff if r.higher_is_better else -r.diff
+        needed = seeds_noninferior(oriented, r.sd_diff, r.margin, alpha, power, max_n=max_n,
+                                   test=r.test)
+    else:
+        detect = seeds_needed(r.d_z, alpha, power, max_n=max_n, test=r.test)
+        rule_out = seeds_for_margin(r.sd_diff, r.margin, alpha, power, diff=r.diff, max_n=max_n)
+        needed = min(detect, rule_out)
+    return min(max(needed, r.seeds + 1), max_n)
 
 
 def _decide_one(
@@ -242,7 +254,9 @@ def decide(
     3. ruled out:   p_tost_adjusted < alpha (|mean difference| < margin shown);
     4. inconclusive, with ``seeds_needed`` = the cheaper of the pairs that give 80% (``power``)
        to detect the observed d_z and to show equivalence at the observed mean and sd, planned
-       at the Bonferroni level alpha / m (conservative under Holm), capped at ``max_seeds``.
+       at the Bonferroni level alpha / m (conservative under Holm), never below the pairs the
+       exact test needs to reach that level at all; for a non-inferiority idea, the pairs that
+       decide the shifted test at (diff + margin) / sd; capped at ``max_seeds``.
 
     The two-sided p with a direction check makes each directional claim a one-sided test at
     alpha / 2. Verdicts come back in the order of ``results``.

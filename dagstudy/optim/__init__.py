@@ -10,6 +10,7 @@ from dagstudy.optim.adam import Adam
 from dagstudy.optim.base import Variant
 from dagstudy.optim.fista import FISTA
 from dagstudy.optim.fullbatch_ista import FullBatchISTA
+from dagstudy.optim.lipschitz import BacktrackParams
 from dagstudy.optim.lipschitz_minibatch import LipschitzMinibatch
 from dagstudy.optim.sgd import SGD
 
@@ -21,4 +22,13 @@ VARIANTS: dict[str, type[Variant]] = {
     "lipschitz-minibatch": LipschitzMinibatch,
 }
 
-__all__ = ["VARIANTS", "Variant"]
+
+
+def ignores_lr(optimizer: str) -> bool:
+    """Whether the variant takes its step from a Lipschitz estimate (its ``Params`` extend
+    ``BacktrackParams``: fullbatch-ista, fista, lipschitz-minibatch) and so ignores the config's
+    ``lr`` (``TrainConfig`` rejects an ``lr`` other than the default for them)."""
+    return issubclass(VARIANTS[optimizer].Params, BacktrackParams)
+
+
+__all__ = ["VARIANTS", "Variant", "ignores_lr"]

@@ -28,6 +28,11 @@ whose predicted change ``|q|`` is below ``tol`` cannot be checked, so it is acce
 driving ``L`` up forever, and it is *unresolved*. Each pass starts from ``shrink * L`` only if the
 previous pass's step was resolved, else from ``L`` itself: otherwise near a minimum ``L`` would
 shrink every pass while ``f`` cannot tell, and the step ``|g| / L`` would grow without bound.
+
+``backtrack: false`` turns the search off: ``L`` stays ``lipschitz_init`` and every step is
+taken (a fixed step ``1 / (L D)``), so OPT-LAYERSCALE's divisor cannot be undone by the search
+growing or shrinking ``L`` (with backtracking the steps of the two arms end 1.25 vs 2.0 apart
+instead of a factor of the depth).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class BacktrackParams(BaseModel):
     shrink: float = Field(0.5, gt=0.0, le=1.0)  # a pass starts from shrink * last L (1: never)
     lipschitz_cap: float = Field(1e8, gt=0.0)  # L above this ends the seed (problem.fail)
     depth_scale: bool = False  # OPT-LAYERSCALE: divide the step by the number of blocks
+    backtrack: bool = True  # False: L stays lipschitz_init, every step accepted (a fixed step)
 
 
 @dataclass
@@ -124,7 +130,10 @@ class Backtracker:
         for i in torch.nonzero(moving & ~(f_y.isfinite() & gnorm.isfinite())).flatten().tolist():
             problem.fail(i, f"non-finite loss or gradient at the full-batch step (f={f_y[i]:.3g})")
             moving[i] = False
-        L = torch.where(moving & self.resolved, self.lipschitz * hp.shrink, self.lipschitz)
+        if hp.backtrack:
+            L = torch.where(moving & self.resolved, self.lipschitz * hp.shrink, self.lipschitz)
+        else:
+            L = self.lipschitz
         tol = 64 * torch.finfo(f_y.dtype).eps * f_y.abs().clamp(min=1.0)
         evals = torch.zeros_like(f_y)
         loss = f_y.clone()
@@ -136,6 +145,8 @@ class Backtracker:
             d = [p - v for p, v in zip(params, y)]
             q = seed_dot(grads, d) + 0.5 * L * seed_dot(d, d)
             ok = pending & (f_x <= f_y + q + tol)  # NaN compares False: keeps growing L
+            if not hp.backtrack:
+                ok = pending.clone()  # fixed L: the step is taken whatever the loss does
             evals += pending.to(evals.dtype)
             loss = torch.where(ok, f_x, loss)
             resolved = torch.where(ok, q.abs() > tol, resolved)

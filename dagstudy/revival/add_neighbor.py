@@ -8,6 +8,12 @@ every case) and ``m_i`` the dead node's own mask row: with fan-in masks it keeps
 adds the neighbour's weights on the inputs both read. Outgoing weights unchanged. Deterministic:
 no random draw, and neighbours are never edited, so the order of revivals does not matter.
 
+``rescale`` (the second treatment of REV-ADD: IDEAS.md worries that the sum doubles the
+variance): the summed incoming weights and bias are multiplied by one positive factor so that
+the weights' norm is that of a fresh initialisation row (sqrt(kept inputs / columns), the
+expected norm of ``reset_parameters``' draw); a positive factor keeps the sign of every
+pre-activation, so which cases the node fires on is unchanged.
+
 No neighbour (width 1, or every other node of the block dead): the node is left dead and counted
 in ``revival_skipped``; for width-1 networks use ``flip`` or ``reinit``.
 
@@ -17,15 +23,21 @@ Writes (and resets the optimizer state of): the node's incoming weights and its 
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
 from dagstudy.model.dagnet import DagNet
 from dagstudy.revival.base import Event, NeighbourParams, Policy, neighbour_pairs
 
 
+class AddNeighborParams(NeighbourParams):
+    rescale: bool = Field(False, description="scale the summed incoming weights and bias to "
+                          "the norm of a fresh initialisation row")
+
+
 class AddNeighbor(Policy):
     id = "add-neighbor"
     idea = "REV-ADD"
-    Params = NeighbourParams
+    Params = AddNeighborParams
 
     def revive(
         self, model: DagNet, chosen: torch.Tensor, dead: torch.Tensor, event: Event
@@ -33,6 +45,11 @@ class AddNeighbor(Policy):
         for s, j, k, i, n in neighbour_pairs(model, chosen, dead, self.hp.offset, event):
             W, b, mask = model.weights[k], model.biases[k], model.mask(k)
             added = W[s, n] if mask is None else W[s, n] * mask[s, i]
-            event.write(W, (s, i), W[s, i] + added)
-            event.write(b, (s, i), b[s, i] + b[s, n])
+            row, bias = W[s, i] + added, b[s, i] + b[s, n]
+            if self.hp.rescale:
+                kept = W.shape[2] if mask is None else float(mask[s, i].sum())
+                factor = (kept / W.shape[2]) ** 0.5 / row.norm().clamp(min=1e-30)
+                row, bias = row * factor, bias * factor
+            event.write(W, (s, i), row)
+            event.write(b, (s, i), bias)
             event.revived[s, j] = True

@@ -62,6 +62,7 @@ class History:
         self.resurrected_total = torch.zeros(S, self.depth, device=device)
         self.left_total = torch.zeros(S, self.depth, device=device)
         self.redied_total = torch.zeros(S, device=device)
+        self.ever_revived = torch.zeros((S, n), dtype=torch.bool, device=device)
         self.lifetime_total = torch.zeros(S, device=device)
 
     def _by_block(self, nodes: torch.Tensor) -> torch.Tensor:
@@ -80,6 +81,9 @@ class History:
           comes back by itself); NaN where none was left alone yet;
         - ``revived_alive [S]``: nodes revived at an earlier pass and not found dead since;
         - ``revived_redied [S]``: revived nodes found dead again, so far;
+        - ``redied_by_pass [S]``: revived nodes found dead again at this pass (re-deaths);
+        - ``revived_nodes [S]``: distinct nodes revived at least once so far (with the per-pass
+          ``revived`` counts: how often the same nodes are revived again and again);
         - ``revived_lifetime [S]``: their mean lifetime in passes; NaN if none re-died yet;
         - ``pair_similarity [S]``: mean cosine similarity of the tracked ``split`` pairs.
         """
@@ -100,6 +104,8 @@ class History:
             "resurrection_rate_by_block": _ratio(self.resurrected_total, self.left_total),
             "revived_alive": (self.revived_at >= 0).sum(1),
             "revived_redied": self.redied_total.clone(),
+            "redied_by_pass": redied.sum(1),
+            "revived_nodes": self.ever_revived.sum(1),
             "revived_lifetime": _ratio(self.lifetime_total, self.redied_total),
             "pair_similarity": pair_similarity(model, self.partner),
         }
@@ -108,6 +114,7 @@ class History:
         """Account for the revival event that followed pass ``epoch``: a pair ends when either
         member is revived again."""
         revived = event.revived
+        self.ever_revived |= revived
         self.left_dead = dead & ~revived
         self.revived_at.masked_fill_(revived, epoch)
         mate_revived = revived.gather(1, self.partner.clamp(min=0)) & (self.partner >= 0)

@@ -9,7 +9,8 @@
 - ``pooled``: one effect over several settings (:func:`random_effects`,
   :func:`setting_effect`, :func:`stratified_permutation_p`, :func:`pooled_statistic`);
 - ``power``: planning (:func:`power_paired_t`, :func:`seeds_needed`, :func:`power_tost`,
-  :func:`seeds_for_margin`).
+  :func:`seeds_for_margin`, :func:`seeds_noninferior`) and the exact tests' floor
+  (:func:`smallest_p`, :func:`min_pairs`).
 
 The verdict rule built on them lives in ``dagstudy.confirmation.verdict``.
 """
@@ -41,7 +42,15 @@ from dagstudy.stats.pooled import (
     setting_effect,
     stratified_permutation_p,
 )
-from dagstudy.stats.power import power_paired_t, power_tost, seeds_for_margin, seeds_needed
+from dagstudy.stats.power import (
+    min_pairs,
+    power_paired_t,
+    power_tost,
+    seeds_for_margin,
+    seeds_needed,
+    seeds_noninferior,
+    smallest_p,
+)
 from dagstudy.stats.sequential import bonferroni_looks, holm, obrien_fleming_alphas
 
 __all__ = [
@@ -50,5 +59,5 @@ __all__ = [
     "obrien_fleming_alphas", "paired_diffs", "paired_p", "paired_summary", "paired_t_p",
     "permutation_p", "power_paired_t", "power_tost", "seeds_for_margin", "seeds_needed", "tost",
     "wilcoxon_p", "check_alpha", "effect_sign", "pooled_statistic", "random_effects",
-    "setting_effect", "stratified_permutation_p",
+    "setting_effect", "stratified_permutation_p", "min_pairs", "seeds_noninferior", "smallest_p",
 ]

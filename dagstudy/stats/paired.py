@@ -167,7 +167,8 @@ def cohens_dz_ci(d: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[
     With t = d_z * sqrt(n) ~ t'(df = n - 1, ncp = delta_z * sqrt(n)), the bounds are
     ncp_lo / sqrt(n) and ncp_hi / sqrt(n) where ``nct.cdf(t, df, ncp_lo) = (1 + level) / 2`` and
     ``nct.cdf(t, df, ncp_hi) = (1 - level) / 2`` (assumes normal d). Degenerate d (sd = 0)
-    returns ``(d_z, d_z)``.
+    returns ``(d_z, d_z)``. Where scipy's noncentral t cdf is NaN (far in a tail, e.g. n = 10,
+    d_z ~ 2.2) it is taken as saturated (1 below the observed t, 0 above), so it never raises.
     """
     d = _check_diffs(d)
     check_alpha(level, "level")
@@ -179,7 +180,10 @@ def cohens_dz_ci(d: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[
 
     def ncp_for(target: float) -> float:
         def f(ncp: float) -> float:
-            return float(sps.nct.cdf(t_obs, df, ncp)) - target
+            cdf = float(sps.nct.cdf(t_obs, df, ncp))
+            if math.isnan(cdf):  # scipy gives NaN far in a tail: the cdf is saturated there
+                cdf = 1.0 if ncp < t_obs else 0.0
+            return cdf - target
 
         width = 10.0 + abs(t_obs)
         while f(t_obs - width) < 0.0 or f(t_obs + width) > 0.0:

@@ -9,7 +9,36 @@ import numpy as np
 from scipy import special
 from scipy import stats as sps
 
-from dagstudy.stats.paired import MAX_SEEDS, check_alpha
+from dagstudy.stats.paired import EXACT_MAX_N, MAX_SEEDS, check_alpha
+
+
+def smallest_p(n: int, test: str = "permutation", n_resamples: int = 10_000) -> float:
+    """Smallest two-sided p-value the paired ``test`` can give with ``n`` pairs.
+
+    Sign-flip tests (``permutation``, ``wilcoxon`` and the pooled stratified permutation test,
+    ``n`` = pairs over all settings) enumerate 2**n equally likely sign patterns and the
+    observed one and its mirror are always as extreme, so p >= 2 / 2**n; above
+    ``EXACT_MAX_N`` pairs a Monte-Carlo permutation p is also >= 1 / (1 + n_resamples). The
+    t-test (``"t"``) has no floor (0.0).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if test == "t":
+        return 0.0
+    exact = 2.0 / 2.0**n
+    if test != "wilcoxon" and n > EXACT_MAX_N:
+        return max(exact, 1.0 / (1 + n_resamples))
+    return exact
+
+
+def min_pairs(threshold: float, test: str = "permutation", max_n: int = MAX_SEEDS) -> int:
+    """Fewest pairs whose smallest attainable p (:func:`smallest_p`) is below ``threshold``
+    (strictly: verdicts need p < alpha); 2 for the t-test; ``max_n`` if never."""
+    check_alpha(threshold, "threshold")
+    n = 2
+    while n < max_n and smallest_p(n, test) >= threshold:
+        n += 1
+    return n
 
 
 def power_paired_t(n: int, d_z: float, alpha: float = 0.05) -> float:
@@ -38,7 +67,8 @@ def _smallest_n(power_at: Callable[[int], float], target: float, start: float, m
 
 
 def seeds_needed(
-    d_z: float, alpha: float = 0.05, power: float = 0.8, *, max_n: int = MAX_SEEDS
+    d_z: float, alpha: float = 0.05, power: float = 0.8, *, max_n: int = MAX_SEEDS,
+    test: str = "t"
 ) -> int:
     """Pairs needed for a two-sided paired t-test at level alpha to reach ``power``.
 
@@ -46,18 +76,44 @@ def seeds_needed(
     normal approximation n ~ (z_{1-alpha/2} + z_{power})^2 / d_z^2 (= 7.85 / d_z^2 at 0.05 and
     0.8, the "7.9 (sd_d / delta)^2" rule; the t-test needs about two pairs more). d_z = 0 (no
     effect to detect) or any n above ``max_n`` returns ``max_n``, which then means "at least".
+
+    ``test`` is the test that will decide: for the sign-flip tests the answer is never below
+    :func:`min_pairs` (alpha), the fewest pairs whose smallest attainable p is below alpha (7 at
+    alpha = 0.025, 10 at 0.05 / 14), however large the effect.
     """
     check_alpha(alpha)
     check_alpha(power, "power")
+    floor = min_pairs(alpha, test, max_n)
     effect = abs(d_z)
     if math.isinf(effect):
-        return 2
+        return floor
     if effect == 0.0:
         return max_n
     approx = (sps.norm.isf(alpha / 2) + sps.norm.ppf(power)) ** 2 / effect**2
     if approx >= max_n:
         return max_n
-    return _smallest_n(lambda n: power_paired_t(n, effect, alpha), power, approx, max_n)
+    n = _smallest_n(lambda n: power_paired_t(n, effect, alpha), power, approx, max_n)
+    return max(n, floor)
+
+
+def seeds_noninferior(
+    diff: float, sd: float, margin: float, alpha: float = 0.05, power: float = 0.8, *,
+    max_n: int = MAX_SEEDS, test: str = "t"
+) -> int:
+    """Pairs needed to decide a non-inferiority idea: the direction-checked two-sided test of
+    ``diff + margin`` (``diff`` the true mean paired difference, oriented so that positive
+    favours the treatment; ``sd`` of the differences; ``margin`` > 0) significant with
+    ``power`` at level ``alpha``, confirming non-inferiority when ``diff > -margin`` and ruling
+    it out when ``diff < -margin``. It is :func:`seeds_needed` at the shifted effect
+    ``|diff + margin| / sd``; no TOST enters. ``diff == -margin`` returns ``max_n``.
+    """
+    if not margin > 0.0 or not sd >= 0.0:
+        raise ValueError(f"need margin > 0 and sd >= 0, got margin={margin!r}, sd={sd!r}")
+    shifted = abs(diff + margin)
+    if shifted == 0.0:
+        return max_n
+    d_z = math.inf if sd == 0.0 else shifted / sd
+    return seeds_needed(d_z, alpha, power, max_n=max_n, test=test)
 
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(96)

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Protocol
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
 from dagstudy.config import StrictModel, TrainConfig
-from dagstudy.optim import VARIANTS
+from dagstudy.optim import VARIANTS, ignores_lr
 from dagstudy.revival import POLICIES
 
 
@@ -175,6 +175,8 @@ def suggest(trial: Suggester, space: SearchSpace, base: dict[str, Any]) -> dict[
         inherited = base.get(f"{kind}_params", {}) if _base_value(base, kind) == chosen else {}
         overrides[kind] = chosen
         overrides[f"{kind}_params"] = {**inherited, **sampled}
+    if ignores_lr(overrides.get("optimizer", _base_value(base, "optimizer"))):
+        overrides.pop("lr", None)  # a Lipschitz variant's step is 1/L: TrainConfig rejects lr
     return overrides
 
 

@@ -112,13 +112,15 @@ def end_arm(tracker: Tracker, run_id: str | None, idea: str, arm: str,
 
 @_guarded
 def log_verdicts(tracker: Tracker, rows: list[dict[str, Any]]) -> None:
-    """Per idea, ``VERDICT_METRICS`` as ``<IDEA>.<name>`` metrics and ``<IDEA>.verdict`` tags
-    on the parent run, and the rows as the table artifact ``verdicts_table.json``."""
+    """Per idea, ``VERDICT_METRICS`` as ``<IDEA>.<name>`` metrics and ``<IDEA>.verdict`` and
+    ``<IDEA>.source`` (built-in or user-defined) tags on the parent run, and the rows as the
+    table artifact ``verdicts_table.json``."""
     now = _now_ms()
     metrics = [Metric(f"{r['idea']}.{name}", float(r[name]), now, 0)
                for r in rows for name in VERDICT_METRICS
                if r.get(name) is not None and math.isfinite(r[name])]
     tags = {f"{r['idea']}.verdict": r["verdict"] for r in rows}
+    tags.update({f"{r['idea']}.source": r["source"] for r in rows if "source" in r})
     tracker.log_batch(tracker.parent_run_id, metrics=metrics, tags=tags)
     columns = ("idea", "metric", "verdict", "control_mean", "treatment_mean", *VERDICT_METRICS,
                "seeds")
