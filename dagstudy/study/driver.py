@@ -67,6 +67,7 @@ from dagstudy.study.storage import (
 )
 from dagstudy.study.worker import memory_budget
 from dagstudy.tracking.client import TrackingAuthError, check_access
+from dagstudy.tracking.records import trial_run_id
 from dagstudy.tracking.spool import Spool
 from dagstudy.tracking.tracker import Tracker
 from dagstudy.urls import redact_url
@@ -84,22 +85,27 @@ def spool_dir(study: str, run_dir: str | os.PathLike | None = None) -> Path:
 
 
 def study_tracker(study: optuna.Study, storage: Storage,
-                  run_dir: str | os.PathLike | None = None) -> Tracker:
-    """The study's ``Tracker``, spooling under ``spool_dir``; runs created after an MLflow
-    outage are linked in the study's user attributes (``mlflow_parent_run_id`` and
-    ``mlflow_run_ids``, see ``query.trial_run_id``)."""
+                  run_dir: str | os.PathLike | None = None, *,
+                  background: bool = False) -> Tracker:
+    """The study's ``Tracker``, spooling under ``spool_dir`` (``background``: MLflow calls on
+    a background thread, as the driver runs it). Runs the driver did not create at launch (a
+    background tracker's, or those created after an MLflow outage) are linked in the study's
+    user attributes (``mlflow_parent_run_id`` and ``mlflow_run_ids``, see
+    ``query.trial_run_id``); the links are read once here, not per trial."""
+    links = dict(study.user_attrs.get("mlflow_run_ids", {}))
+
     def link(number: int | None, run_id: str) -> None:
         if number is None:
             study.set_user_attr("mlflow_parent_run_id", run_id)
         else:
-            study.set_user_attr("mlflow_run_ids", {**study.user_attrs.get("mlflow_run_ids", {}),
-                                                   str(number): run_id})
+            links[str(number)] = run_id
+            study.set_user_attr("mlflow_run_ids", dict(links))
 
     name = study.study_name
     return Tracker(storage.mlflow, name, artifact_location=storage.artifacts,
                    parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
                    settings=study.user_attrs.get("spec"), spool=Spool(spool_dir(name, run_dir)),
-                   on_run_created=link)
+                   on_run_created=link, background=background)
 
 
 
@@ -186,7 +192,7 @@ def _run_leased(spec: StudySpec, storage: Storage, study: optuna.Study,
                 num_cpus: int | None, resume: bool,
                 progress: Callable[[Status], None] | None) -> optuna.Study:
     study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
-    tracker = study_tracker(study, storage, run_dir)
+    tracker = study_tracker(study, storage, run_dir, background=True)
     if resume:
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             requeue(study, rdb, stale, "driver died", tracker)
@@ -244,6 +250,6 @@ def summary(study: optuna.Study, spec: StudySpec, storage: Storage) -> str:
         best = study.best_trial
         lines.append(f"best trial #{best.number}: {spec.objective.metric} {best.value:.4f}  "
                      f"params {json.dumps(best.params)}  "
-                     f"mlflow run {best.user_attrs.get('mlflow_run_id')}")
+                     f"mlflow run {trial_run_id(study, best)}")
     lines.append(f"optuna {redact_url(storage.optuna)}\nmlflow {redact_url(storage.mlflow)}")
     return "\n".join(lines)
