@@ -118,6 +118,7 @@ class Tracker:
         self._resumed = parent_run_id is not None
         self._offline_since: float | None = None  # time.monotonic() of the last failure
         self._run_ids: dict[int, str] = {}  # trial runs created on the background thread
+        self._ended: set[int] = set()  # trials end_trial was called for (background mode)
         self._ready(force=True)
         self._logger = BackgroundLogger(queue_size) if background else None
 
@@ -193,15 +194,10 @@ class Tracker:
 
     def _create_trial_run(self, number: int, config: dict[str, Any],
                           params: dict[str, Any]) -> str:
-        tags = {
-            "mlflow.parentRunId": self.parent_run_id,
-            "dagstudy.study": self.study,
-            "dagstudy.trial": number,
-            "dagstudy.role": "trial",
-            "dagstudy.ideas": ",".join(ideas_touched(config)),
-            "dagstudy.sampled": ",".join(params),
-            "dagstudy.config_hash": config_hash(config),
-        }
+        tags = {"mlflow.parentRunId": self.parent_run_id, "dagstudy.study": self.study,
+                "dagstudy.trial": number, "dagstudy.role": "trial",
+                "dagstudy.ideas": ",".join(ideas_touched(config)),
+                "dagstudy.sampled": ",".join(params), "dagstudy.config_hash": config_hash(config)}
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:04d}",
                                      tags={k: str(v) for k, v in tags.items()})
         return run.info.run_id
@@ -224,19 +220,22 @@ class Tracker:
         if self._logger is not None:
             self._logger.submit(lambda: self._start_reported(number, config, params))
             return None
-        return self._start(number, config, params)
+        return self._create_with_params(number, config, params) if self._ready() else None
 
     def _start_reported(self, number: int, config: dict[str, Any],
                         params: dict[str, Any]) -> None:
-        run_id = self._start(number, config, params)
+        # A trial that ended already gets its run at upload (the flush in ``_ready`` may just
+        # have made it): creating one here too would give it two.
+        if not self._ready() or number in self._ended or number in self._run_ids:
+            return
+        run_id = self._create_with_params(number, config, params)
         if run_id is not None:
             self._run_ids[number] = run_id
             if self.on_run_created is not None:
                 self.on_run_created(number, run_id)
 
-    def _start(self, number: int, config: dict[str, Any], params: dict[str, Any]) -> str | None:
-        if not self._ready():
-            return None
+    def _create_with_params(self, number: int, config: dict[str, Any],
+                            params: dict[str, Any]) -> str | None:
         run_id = None
         try:
             with short_http_retries():
@@ -287,6 +286,7 @@ class Tracker:
                          figures: dict[str, bytes]) -> None:
         run_id = run_id or self._run_ids.get(record.number)
         uploaded = self._upload(run_id, record, timestamp, figures)
+        self._run_ids[record.number] = uploaded
         if uploaded != run_id and self.on_run_created is not None:
             self.on_run_created(record.number, uploaded)
 
@@ -314,6 +314,7 @@ class Tracker:
         created now, or at upload). In background mode the upload is queued: this returns
         once the record is spooled."""
         timestamp = int(time.time() * 1000)
+        self._ended.add(record.number)
         if self.spool is not None:
             self.spool.put_trial(record.number, run_id, timestamp, record, figures)
             if self._logger is not None:
