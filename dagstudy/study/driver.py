@@ -52,7 +52,7 @@ import ray
 from dagstudy.memory import MemoryBudgetError
 from dagstudy.study.cluster import ClusterTooSmall, check_fits, connect_ray
 from dagstudy.study.lease import Lease, LeaseHeld, acquire, release
-from dagstudy.study.loop import TrialLoop, requeue
+from dagstudy.study.loop import TrialLoop, requeue, trial_id
 from dagstudy.study.preflight import check_memory
 from dagstudy.study.progress import Status
 from dagstudy.study.query import param_importances
@@ -86,26 +86,34 @@ def spool_dir(study: str, run_dir: str | os.PathLike | None = None) -> Path:
 
 def study_tracker(study: optuna.Study, storage: Storage,
                   run_dir: str | os.PathLike | None = None, *,
-                  background: bool = False) -> Tracker:
-    """The study's ``Tracker``, spooling under ``spool_dir`` (``background``: MLflow calls on
-    a background thread, as the driver runs it). Runs the driver did not create at launch (a
-    background tracker's, or those created after an MLflow outage) are linked in the study's
-    user attributes (``mlflow_parent_run_id`` and ``mlflow_run_ids``, see
+                  rdb: optuna.storages.BaseStorage | None = None) -> Tracker:
+    """The study's ``Tracker``, spooling under ``spool_dir``. With ``rdb`` (the driver's
+    storage) it runs in background mode (MLflow calls on a background thread), and a trial
+    run created there while its trial runs is linked as the trial's ``mlflow_run_id`` user
+    attribute, as if the driver had created it. Other runs the driver did not create (after
+    an MLflow outage, or for a trial that finished first) are linked in the study's user
+    attributes (``mlflow_parent_run_id`` and ``mlflow_run_ids``, see
     ``query.trial_run_id``); the links are read once here, not per trial."""
     links = dict(study.user_attrs.get("mlflow_run_ids", {}))
 
     def link(number: int | None, run_id: str) -> None:
         if number is None:
             study.set_user_attr("mlflow_parent_run_id", run_id)
-        else:
-            links[str(number)] = run_id
-            study.set_user_attr("mlflow_run_ids", dict(links))
+            return
+        if rdb is not None:
+            try:
+                rdb.set_trial_user_attr(trial_id(rdb, study, number), "mlflow_run_id", run_id)
+                return
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # told already: linked on the study instead
+        links[str(number)] = run_id
+        study.set_user_attr("mlflow_run_ids", dict(links))
 
     name = study.study_name
     return Tracker(storage.mlflow, name, artifact_location=storage.artifacts,
                    parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
                    settings=study.user_attrs.get("spec"), spool=Spool(spool_dir(name, run_dir)),
-                   on_run_created=link, background=background)
+                   on_run_created=link, background=rdb is not None)
 
 
 
@@ -192,7 +200,7 @@ def _run_leased(spec: StudySpec, storage: Storage, study: optuna.Study,
                 num_cpus: int | None, resume: bool,
                 progress: Callable[[Status], None] | None) -> optuna.Study:
     study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
-    tracker = study_tracker(study, storage, run_dir, background=True)
+    tracker = study_tracker(study, storage, run_dir, rdb=rdb)
     if resume:
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             requeue(study, rdb, stale, "driver died", tracker)

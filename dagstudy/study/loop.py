@@ -165,10 +165,8 @@ class TrialLoop:
                 self._fill()
                 return
             out = TrialOutcome.failed(reason)
-        attrs = {"mean": out.mean, "std": out.std, "per_seed": out.per_seed,
-                 "failure_reason": out.reason}
-        for key, value in attrs.items():
-            if value is not None:
+        if not out.recorded:  # the worker did not write them (it died, or could not)
+            for key, value in out.user_attrs().items():
                 trial.set_user_attr(key, value)
         if out.state == "COMPLETE":
             self.study.tell(trial, out.value)

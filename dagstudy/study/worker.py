@@ -53,7 +53,8 @@ class TrialOutcome:
     metric's final per-seed summary (when training returned); ``rows``: the trainer's per-epoch
     rows so far; ``result``: ``TrialResult.to_dict()`` (when training returned);
     ``report_seconds``: time the worker spent reporting to Optuna and asking the pruner (None
-    when the task returned nothing); ``figures``: the trial's PNG figures by file name,
+    when the task returned nothing); ``recorded``: the worker wrote ``user_attrs()`` to the
+    trial (else the driver does); ``figures``: the trial's PNG figures by file name,
     rendered by the worker (empty without rows, or if rendering failed: the tracker renders
     them at upload then).
     """
@@ -67,7 +68,15 @@ class TrialOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
     report_seconds: float | None = None
+    recorded: bool = False
     figures: dict[str, bytes] = field(default_factory=dict)
+
+    def user_attrs(self) -> dict[str, Any]:
+        """The trial's user attributes from this outcome: ``mean``, ``std``, ``per_seed`` and
+        ``failure_reason``, those that are not None."""
+        attrs = {"mean": self.mean, "std": self.std, "per_seed": self.per_seed,
+                 "failure_reason": self.reason}
+        return {k: v for k, v in attrs.items() if v is not None}
 
     @classmethod
     def failed(cls, reason: str) -> TrialOutcome:
@@ -143,6 +152,7 @@ def _train_trial(job: TrialJob) -> TrialOutcome:
     per_seed = spec.pruner.name == "wilcoxon"
     rows: list[dict[str, Any]] = []
     reporting = [0.0]
+    trial: optuna.Trial | None = None
 
     def on_epoch(row: dict[str, Any]) -> None:
         rows.append(row)
@@ -169,16 +179,32 @@ def _train_trial(job: TrialJob) -> TrialOutcome:
         check(config, len(seeds), data.x.shape[0], data.d_in, data.n_classes, budget,
               budget_name)
         result = train(config, seeds, data, device, on_epoch)
+        outcome = judge(result, spec.objective, rows, reporting[0])
     except optuna.TrialPruned as e:
-        return TrialOutcome(state="PRUNED", reason=str(e), rows=rows,
-                            report_seconds=reporting[0])
+        outcome = TrialOutcome(state="PRUNED", reason=str(e), rows=rows,
+                               report_seconds=reporting[0])
     except MemoryBudgetError as e:  # refused before training: no traceback position needed
-        return TrialOutcome(state="FAIL", reason=str(e), rows=rows, report_seconds=reporting[0])
+        outcome = TrialOutcome(state="FAIL", reason=str(e), rows=rows,
+                               report_seconds=reporting[0])
     except Exception as e:  # the trial fails, the study goes on
         frame = traceback.extract_tb(e.__traceback__)[-1]
         reason = f"{type(e).__name__}: {e} (at {Path(frame.filename).name}:{frame.lineno})"
-        return TrialOutcome(state="FAIL", reason=reason, rows=rows, report_seconds=reporting[0])
-    return judge(result, spec.objective, rows, reporting[0])
+        outcome = TrialOutcome(state="FAIL", reason=reason, rows=rows,
+                               report_seconds=reporting[0])
+    return _recorded(trial, outcome)
+
+
+def _recorded(trial: optuna.Trial | None, outcome: TrialOutcome) -> TrialOutcome:
+    """Write the outcome's user attributes (``TrialOutcome.user_attrs``) to the trial from
+    here, so the driver need not (``recorded``); left to the driver when this fails."""
+    if trial is None:
+        return outcome
+    try:
+        for key, value in outcome.user_attrs().items():
+            trial.set_user_attr(key, value)
+    except Exception:
+        return outcome
+    return replace(outcome, recorded=True)
 
 
 def memory_budget(resources: Resources) -> tuple[int, str]:

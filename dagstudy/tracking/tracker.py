@@ -218,7 +218,8 @@ class Tracker:
         the run is created on the background thread: returns None at once (the run id goes to
         ``on_run_created``; a run that could not be created then is created at upload)."""
         if self._logger is not None:
-            self._logger.submit(lambda: self._start_reported(number, config, params))
+            self._logger.submit(lambda: self._start_reported(number, config, params),
+                                urgent=True)
             return None
         return self._create_with_params(number, config, params) if self._ready() else None
 
