@@ -50,7 +50,7 @@ def proxy(tmp_path):
 def test_study_of_several_workers_through_the_grpc_proxy(tmp_path, proxy):
     url, rdb_url = proxy
     data = copy.deepcopy(yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text()))
-    data.update(name="proxied", epochs=2, seeds=1, budget={"trials": 6}, max_concurrent=3,
+    data.update(name="proxied", epochs=1, seeds=1, budget={"trials": 4}, max_concurrent=3,
                 storage={"optuna": url, "mlflow": f"sqlite:///{tmp_path / 'mlflow.db'}"})
     path = tmp_path / "proxied.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -68,7 +68,7 @@ def test_study_of_several_workers_through_the_grpc_proxy(tmp_path, proxy):
                 for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
 
     through_proxy, direct = finished(open_storage(url)), finished(rdb_url)
-    assert len(direct) == 6 and through_proxy == direct  # the budget, seen both ways
+    assert len(direct) == 4 and through_proxy == direct  # the budget, seen both ways
     assert all(state in (TrialState.COMPLETE, TrialState.PRUNED)
                for state, *_ in direct.values())
     assert all(reports >= 1 for *_, reports in direct.values())  # workers reported epochs
