@@ -1,17 +1,20 @@
-"""Run a study: Optuna ask/tell on the driver, one Ray task per trial, MLflow from the driver.
+"""Run a study: Optuna ask/tell on the driver, one Ray task per trial, MLflow from the driver's
+background thread.
 
 The driver (``run_study``) keeps up to ``max_concurrent`` trials in flight. For each it calls
-``study.ask()`` and samples the parameters on the driver (``search.suggest``), creates the
-trial's MLflow child run, and launches a Ray task with the spec's ``resources``. The task
-(``worker.train_trial``) reopens the study from the storage URL, trains all seeds, reports every
-epoch's objective to Optuna (``trial.report``) and asks the study's pruner
-(``trial.should_prune``), so Optuna's own pruners act on per-epoch values; it returns an
-outcome. The driver then tells Optuna (COMPLETE with the objective, PRUNED, or FAIL with the
-``failure_reason`` user attribute) and logs the trial to MLflow. The Optuna study in its RDB
-storage is the source of truth; MLflow is the record. Tracking records go through a spool under
-the run directory (``spool_dir``): while MLflow is unreachable trials go on and their records
-wait there, uploaded when it answers, at the end of the study, or by ``sync_study``
-(``dagstudy sync``).
+``study.ask()`` and samples the parameters on the driver (``search.suggest``), queues the
+creation of the trial's MLflow child run, and launches a Ray task with the spec's
+``resources``. The task (``worker.train_trial``) reopens the study from the storage URL (an RDB
+or a ``grpc://`` storage proxy), trains all seeds, reports every epoch's objective to Optuna
+(``trial.report``) and asks the study's pruner (``trial.should_prune``), so Optuna's own
+pruners act on per-epoch values; it writes the outcome's user attributes (``mean``, ``std``,
+``per_seed``, ``failure_reason``), renders the trial's figures and returns the outcome. The
+driver then tells Optuna (COMPLETE with the objective, PRUNED, or FAIL) and hands the record to
+the tracker, which spools it and queues its upload (``tracking.tracker``, background mode), so
+the driver never waits for MLflow. The Optuna study in its storage is the source of truth;
+MLflow is the record. While MLflow is unreachable trials go on and their records wait in the
+spool under the run directory (``spool_dir``), uploaded when it answers, at the end of the
+study, or by ``sync_study`` (``dagstudy sync``).
 
 Per-epoch reports: ``step = epoch`` with the objective of that epoch's per-seed values. With the
 Wilcoxon pruner, each seed's value is reported on its own, at ``step = (epoch - 1) * S + i``
