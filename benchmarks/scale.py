@@ -1,7 +1,14 @@
 """Throughput of many short trials: SQLite vs. PostgreSQL storage, 2 vs. 4 Ray workers.
 
 Run: ``python benchmarks/scale.py [--trials N] [--quick] [--storage sqlite,postgres]
-[--workers 2,4] [--epochs E]``. Prints markdown tables (progress goes to stderr).
+[--workers 2,4] [--epochs E] [--baseline REV]``. Prints markdown tables (progress goes to
+stderr); the last lines read ``driver ms per trial: N (sqlite)`` (and ``(postgres)``), at the
+first worker count.
+
+``--baseline REV`` runs the same configurations with the library of git revision ``REV`` too
+(extracted with ``git archive`` to a temporary directory; its own ``benchmarks/scale.py`` in a
+subprocess), each right before the current code's run of the same configuration, and prints
+before/after ratios: before and after in one run, at one machine load.
 
 Every configuration (storage x workers) runs one study of ``--trials`` short trials (200; 40
 with ``--quick``) through ``run_study``: the space of ``studies/smoke.yaml`` (digits, depth
@@ -36,16 +43,20 @@ unchanged):
   ``load_study`` per trial is not in it (the worker has no timer there).
 - worker train %: the workers' training time (``train()`` wall time minus the reports) summed
   / (workers x loop): how busy the workers were kept.
-- tracking %: time in ``Tracker`` methods on the driver (``start_trial``, ``end_trial``,
-  ``finish``; ``end_trial`` also writes the record to the local spool first) / loop; "of
-  which plots" is the two per-trial matplotlib figures ``end_trial`` renders.
+- tracking %: time in ``Tracker`` methods on the driver's thread (``start_trial``,
+  ``end_trial``, ``finish``; ``end_trial`` writes the record to the local spool and queues its
+  upload for the tracker's background thread, whose MLflow calls are not counted) / loop; "of
+  which plots" is per-trial figures rendered on the driver's thread (the workers render them
+  now: about 0).
+- driver ms per trial: the loop's time outside ``ray.wait`` (the driver waiting for workers)
+  / trials: everything the driver thread does per trial (ask, sampling, launching, tell,
+  tracking, bookkeeping). Timers count calls on the driver's (main) thread only.
 
-The driver is one thread: storage % + tracking % is about how busy it was; what is left is
-``ray.wait``, sampling and bookkeeping. Configurations run one after the other, grouped by
-worker count (sqlite then postgres at 2 workers, then at 4), so each PostgreSQL / SQLite ratio
-compares neighbours in time; the load average before each is printed. On a shared machine the
-ratios hold up better than the absolute numbers. MLflow's "View run ... at" line per run is
-turned off (``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``) in this process.
+Configurations run one after the other, grouped by worker count (sqlite then postgres at 2
+workers, then at 4), so each PostgreSQL / SQLite ratio compares neighbours in time; the load
+average before each is printed. On a shared machine the ratios hold up better than the absolute
+numbers. MLflow's "View run ... at" line per run is turned off
+(``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``) in this process.
 """
 
 from __future__ import annotations
@@ -60,6 +71,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -82,7 +94,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UP, DOWN = ROOT / "infra" / "local" / "up.sh", ROOT / "infra" / "local" / "down.sh"
 STACK_VARS = ("DAGSTUDY_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI", "RAY_ADDRESS", "PGPASSWORD")
 TRACKER_METHODS = ("start_trial", "end_trial", "fail_run", "finish")  # those that exist
-PLOTS = ("plot_learning_curves", "plot_dead_fraction")
+PLOTS = ("trial_figures",)  # the tracker's fallback render (the workers render figures)
 
 
 def log(msg: str) -> None:
@@ -120,6 +132,8 @@ class Timers:
 
         @functools.wraps(original)
         def timed(*args, **kwargs):
+            if threading.current_thread() is not threading.main_thread():
+                return original(*args, **kwargs)  # the tracker's background thread
             if exclusive and self._outer is not None:  # inside a timed call: counted there
                 return original(*args, **kwargs)
             if exclusive:
@@ -175,17 +189,18 @@ def instrumented(timers: Timers) -> Iterator[dict[str, float]]:
     for name in TRACKER_METHODS:
         if hasattr(tracking.Tracker, name):
             timers.wrap(tracking.Tracker, name, "tracking")
-    for name in PLOTS:  # module globals, looked up by end_trial at call time
+    for name in PLOTS:  # module globals, looked up by the tracker at call time
         timers.wrap(tracking, name, "plots", exclusive=False)
+    timers.wrap(loop_module.ray, "wait", "wait", exclusive=False)
 
     end_trial = tracking.Tracker.end_trial
 
-    def end_trial_recording(self, run_id, record):
+    def end_trial_recording(self, run_id, record, *args, **kwargs):
         timers.report_seconds.append(record.report_seconds or 0.0)
         if record.result is not None:
             timers.train_seconds.append(record.result["wall_seconds"]
                                         - (record.report_seconds or 0.0))
-        return end_trial(self, run_id, record)
+        return end_trial(self, run_id, record, *args, **kwargs)
 
     tracking.Tracker.end_trial = end_trial_recording
     timers._undo.append(lambda: setattr(tracking.Tracker, "end_trial", end_trial))
@@ -267,7 +282,13 @@ class Result:
     plots_s: float
     report_s: float
     train_s: float
+    wait_s: float
     load: float
+
+    @property
+    def driver_ms(self) -> float:
+        """The driver thread's time per trial outside ``ray.wait``, ms."""
+        return self.ms(self.loop_s - self.wait_s)
 
     @property
     def per_min(self) -> float:
@@ -320,9 +341,62 @@ def run_config(kind: str, workers: int, args, stack: dict[str, str] | None,
     result = Result(kind, workers, len(states), complete, loop, total - loop,
                     timers.seconds["storage"], timers.seconds["tracking"],
                     timers.seconds["plots"], sum(timers.report_seconds),
-                    sum(timers.train_seconds), load)
+                    sum(timers.train_seconds), timers.seconds["wait"], load)
     log(f"  {result.trials} trials ({complete} complete) in {loop:.0f} s: "
         f"{result.per_min:.0f}/min")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# the baseline revision
+
+
+@dataclass
+class Baseline:
+    """One configuration run with the library of ``--baseline REV``: trials/min and the
+    driver's storage + tracking ms per trial (that revision's timers; its ``ray.wait`` was not
+    timed, so this leaves out its sampling and bookkeeping: a lower bound of its driver time)."""
+
+    per_min: float
+    driver_ms: float
+    load: float
+
+
+@contextmanager
+def baseline_tree(rev: str | None) -> Iterator[Path | None]:
+    """``git archive REV`` extracted to a temporary directory (None without ``--baseline``)."""
+    if rev is None:
+        yield None
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="dagstudy-scale-baseline-"))
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_baseline(tree: Path, kind: str, workers: int, args) -> Baseline:
+    """The baseline revision's ``benchmarks/scale.py`` on one configuration, parsed."""
+    load = os.getloadavg()[0]
+    log(f"baseline {args.baseline}: {kind}, {workers} workers (load average {load:.1f})")
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run([sys.executable, str(tree / "benchmarks" / "scale.py"),
+                           "--trials", str(args.trials), "--epochs", str(args.epochs),
+                           "--storage", kind, "--workers", str(workers)],
+                          env=env, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"baseline run failed:\n{done.stderr[-3000:]}")
+    lines = done.stdout.splitlines()
+    row = next(line for line in lines if line.startswith(f"| {kind} | {workers}"))
+    per_trial = next(line for line in lines if line.strip().startswith(f"{kind} ")
+                     and f"{workers} workers:" in line)
+    numbers = per_trial.split(":", 1)[1].replace("(", " ").replace(")", " ").split()
+    storage_ms, tracking_ms = float(numbers[0]), float(numbers[3])
+    result = Baseline(float(row.split("|")[6]), storage_ms + tracking_ms, load)
+    log(f"  baseline: {result.per_min:.0f}/min")
     return result
 
 
@@ -330,14 +404,28 @@ def run_config(kind: str, workers: int, args, stack: dict[str, str] | None,
 # output
 
 
+def print_baseline(results: list[Result], baselines: dict[tuple[str, int], Baseline],
+                   rev: str) -> None:
+    print(f"\nbefore ({rev}) / after (this tree), each pair run back to back:")
+    print("\n| storage | workers | trials/min before | after | ratio | driver ms/trial before "
+          "(storage + tracking) | after | load before / after |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|")
+    for r in results:
+        b = baselines[(r.storage, r.workers)]
+        print(f"| {r.storage} | {r.workers} | {b.per_min:.0f} | {r.per_min:.0f} | "
+              f"{r.per_min / b.per_min:.2f}x | {b.driver_ms:.0f} | {r.driver_ms:.0f} | "
+              f"{b.load:.1f} / {r.load:.1f} |")
+
+
 def print_tables(results: list[Result], cores: int) -> None:
-    print("\n| storage | workers | trials | loop s | fixed s | trials/min | driver storage % "
-          "| worker report % | worker train % | tracking % (plots) | load |")
-    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    print("\n| storage | workers | trials | loop s | fixed s | trials/min | driver ms/trial "
+          "| driver storage % | worker report % | worker train % | tracking % (plots) | load |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in results:
         over = "*" if r.workers > cores else ""
         print(f"| {r.storage} | {r.workers}{over} | {r.trials} | {r.loop_s:.0f} | "
-              f"{r.fixed_s:.0f} | {r.per_min:.0f} | {r.share(r.storage_s):.1%} | "
+              f"{r.fixed_s:.0f} | {r.per_min:.0f} | {r.driver_ms:.0f} | "
+              f"{r.share(r.storage_s):.1%} | "
               f"{r.share(r.report_s, True):.1%} | {r.share(r.train_s, True):.1%} | "
               f"{r.share(r.tracking_s):.1%} ({r.share(r.plots_s):.1%}) | {r.load:.1f} |")
     print("\nper trial, ms: driver storage, worker report, worker train, tracking (plots)")
@@ -377,6 +465,10 @@ def print_tables(results: list[Result], cores: int) -> None:
         print("\nsome trials did not complete: see 'complete' per configuration above")
     print(f"\nload average after: {os.getloadavg()[0]:.1f}; {cores} cores; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
+    first = min(r.workers for r in results)
+    for r in results:
+        if r.workers == first:
+            print(f"driver ms per trial: {r.driver_ms:.0f} ({r.storage})")
 
 
 def main() -> None:
@@ -386,6 +478,8 @@ def main() -> None:
     parser.add_argument("--storage", default="sqlite,postgres", help="sqlite,postgres")
     parser.add_argument("--workers", default="2,4", help="Ray workers (CPUs), e.g. 2,4")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="also run git revision REV's library, side by side")
     args = parser.parse_args()
     args.trials = args.trials or (40 if args.quick else 200)
     kinds = [k.strip() for k in args.storage.split(",") if k.strip()]
@@ -400,14 +494,18 @@ def main() -> None:
           f"epoch(s), 1 seed, random sampler, no pruner; {cores} cores")
 
     results: list[Result] = []
+    baselines: dict[tuple[str, int], Baseline] = {}
     timers = Timers()
-    with local_stack() if "postgres" in kinds else nullcontext() as stack:
+    with (baseline_tree(args.baseline) as tree,
+          local_stack() if "postgres" in kinds else nullcontext() as stack):
         saved = os.environ.get("PGPASSWORD")
         if stack is not None:  # libpq in the driver and in the Ray workers reads it
             os.environ["PGPASSWORD"] = stack["PGPASSWORD"]
         try:
             for w in workers:
                 for kind in kinds:
+                    if tree is not None:
+                        baselines[(kind, w)] = run_baseline(tree, kind, w, args)
                     results.append(run_config(kind, w, args, stack, timers))
         finally:
             if stack is not None:
@@ -415,6 +513,8 @@ def main() -> None:
                     os.environ.pop("PGPASSWORD", None)
                 else:
                     os.environ["PGPASSWORD"] = saved
+    if baselines:
+        print_baseline(results, baselines, args.baseline)
     print_tables(results, cores or 1)
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 
 from dagstudy import __version__
-from dagstudy.cli import browse, confirm, study, train
+from dagstudy.cli import browse, confirm, proxy, study, train
 from dagstudy.cli.errors import UsageError
 
 RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_parsers(sub)
     study.add_parsers(sub)
     browse.add_parsers(sub)
+    proxy.add_parsers(sub)
     return parser
 
 

@@ -143,12 +143,14 @@ def run_summary(study, storage, runs_url: str | None) -> dict:
     """``run --json``: the study's counts, its best trial and where its records live."""
     import optuna
 
+    from dagstudy.tracking.records import trial_run_id
+
     states = [t.state.name for t in study.get_trials(deepcopy=False)]
     best = None
     if "COMPLETE" in states:
         t = study.best_trial
         best = {"number": t.number, "value": t.value, "params": t.params,
-                "mlflow_run_id": t.user_attrs.get("mlflow_run_id")}
+                "mlflow_run_id": trial_run_id(study, t)}
     return {"study": study.study_name,
             "direction": study.direction.name.lower(),
             **{s.lower(): states.count(s) for s in ("COMPLETE", "PRUNED", "FAIL")},

@@ -1,17 +1,20 @@
-"""Run a study: Optuna ask/tell on the driver, one Ray task per trial, MLflow from the driver.
+"""Run a study: Optuna ask/tell on the driver, one Ray task per trial, MLflow from the driver's
+background thread.
 
 The driver (``run_study``) keeps up to ``max_concurrent`` trials in flight. For each it calls
-``study.ask()`` and samples the parameters on the driver (``search.suggest``), creates the
-trial's MLflow child run, and launches a Ray task with the spec's ``resources``. The task
-(``worker.train_trial``) reopens the study from the storage URL, trains all seeds, reports every
-epoch's objective to Optuna (``trial.report``) and asks the study's pruner
-(``trial.should_prune``), so Optuna's own pruners act on per-epoch values; it returns an
-outcome. The driver then tells Optuna (COMPLETE with the objective, PRUNED, or FAIL with the
-``failure_reason`` user attribute) and logs the trial to MLflow. The Optuna study in its RDB
-storage is the source of truth; MLflow is the record. Tracking records go through a spool under
-the run directory (``spool_dir``): while MLflow is unreachable trials go on and their records
-wait there, uploaded when it answers, at the end of the study, or by ``sync_study``
-(``dagstudy sync``).
+``study.ask()`` and samples the parameters on the driver (``search.suggest``), queues the
+creation of the trial's MLflow child run, and launches a Ray task with the spec's
+``resources``. The task (``worker.train_trial``) reopens the study from the storage URL (an RDB
+or a ``grpc://`` storage proxy), trains all seeds, reports every epoch's objective to Optuna
+(``trial.report``) and asks the study's pruner (``trial.should_prune``), so Optuna's own
+pruners act on per-epoch values; it writes the outcome's user attributes (``mean``, ``std``,
+``per_seed``, ``failure_reason``), renders the trial's figures and returns the outcome. The
+driver then tells Optuna (COMPLETE with the objective, PRUNED, or FAIL) and hands the record to
+the tracker, which spools it and queues its upload (``tracking.tracker``, background mode), so
+the driver never waits for MLflow. The Optuna study in its storage is the source of truth;
+MLflow is the record. While MLflow is unreachable trials go on and their records wait in the
+spool under the run directory (``spool_dir``), uploaded when it answers, at the end of the
+study, or by ``sync_study`` (``dagstudy sync``).
 
 Per-epoch reports: ``step = epoch`` with the objective of that epoch's per-seed values. With the
 Wilcoxon pruner, each seed's value is reported on its own, at ``step = (epoch - 1) * S + i``
@@ -52,7 +55,7 @@ import ray
 from dagstudy.memory import MemoryBudgetError
 from dagstudy.study.cluster import ClusterTooSmall, check_fits, connect_ray
 from dagstudy.study.lease import Lease, LeaseHeld, acquire, release
-from dagstudy.study.loop import TrialLoop, requeue
+from dagstudy.study.loop import TrialLoop, requeue, trial_id
 from dagstudy.study.preflight import check_memory
 from dagstudy.study.progress import Status
 from dagstudy.study.query import param_importances
@@ -67,6 +70,7 @@ from dagstudy.study.storage import (
 )
 from dagstudy.study.worker import memory_budget
 from dagstudy.tracking.client import TrackingAuthError, check_access
+from dagstudy.tracking.records import trial_run_id
 from dagstudy.tracking.spool import Spool
 from dagstudy.tracking.tracker import Tracker
 from dagstudy.urls import redact_url
@@ -84,22 +88,35 @@ def spool_dir(study: str, run_dir: str | os.PathLike | None = None) -> Path:
 
 
 def study_tracker(study: optuna.Study, storage: Storage,
-                  run_dir: str | os.PathLike | None = None) -> Tracker:
-    """The study's ``Tracker``, spooling under ``spool_dir``; runs created after an MLflow
-    outage are linked in the study's user attributes (``mlflow_parent_run_id`` and
-    ``mlflow_run_ids``, see ``query.trial_run_id``)."""
+                  run_dir: str | os.PathLike | None = None, *,
+                  rdb: optuna.storages.BaseStorage | None = None) -> Tracker:
+    """The study's ``Tracker``, spooling under ``spool_dir``. With ``rdb`` (the driver's
+    storage) it runs in background mode (MLflow calls on a background thread), and a trial
+    run created there while its trial runs is linked as the trial's ``mlflow_run_id`` user
+    attribute, as if the driver had created it. Other runs the driver did not create (after
+    an MLflow outage, or for a trial that finished first) are linked in the study's user
+    attributes (``mlflow_parent_run_id`` and ``mlflow_run_ids``, see
+    ``query.trial_run_id``); the links are read once here, not per trial."""
+    links = dict(study.user_attrs.get("mlflow_run_ids", {}))
+
     def link(number: int | None, run_id: str) -> None:
         if number is None:
             study.set_user_attr("mlflow_parent_run_id", run_id)
-        else:
-            study.set_user_attr("mlflow_run_ids", {**study.user_attrs.get("mlflow_run_ids", {}),
-                                                   str(number): run_id})
+            return
+        if rdb is not None:
+            try:
+                rdb.set_trial_user_attr(trial_id(rdb, study, number), "mlflow_run_id", run_id)
+                return
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # told already: linked on the study instead
+        links[str(number)] = run_id
+        study.set_user_attr("mlflow_run_ids", dict(links))
 
     name = study.study_name
     return Tracker(storage.mlflow, name, artifact_location=storage.artifacts,
                    parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
                    settings=study.user_attrs.get("spec"), spool=Spool(spool_dir(name, run_dir)),
-                   on_run_created=link)
+                   on_run_created=link, background=rdb is not None)
 
 
 
@@ -186,7 +203,7 @@ def _run_leased(spec: StudySpec, storage: Storage, study: optuna.Study,
                 num_cpus: int | None, resume: bool,
                 progress: Callable[[Status | str], None] | None) -> optuna.Study:
     study.set_user_attr("spec", spec.model_dump(mode="json", exclude={"storage"}))
-    tracker = study_tracker(study, storage, run_dir)
+    tracker = study_tracker(study, storage, run_dir, rdb=rdb)
     if resume:
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             requeue(study, rdb, stale, "driver died", tracker)
@@ -246,6 +263,6 @@ def summary(study: optuna.Study, spec: StudySpec, storage: Storage) -> str:
         best = study.best_trial
         lines.append(f"best trial #{best.number}: {spec.objective.metric} {best.value:.4f}  "
                      f"params {json.dumps(best.params)}  "
-                     f"mlflow run {best.user_attrs.get('mlflow_run_id')}")
+                     f"mlflow run {trial_run_id(study, best)}")
     lines.append(f"optuna {redact_url(storage.optuna)}\nmlflow {redact_url(storage.mlflow)}")
     return "\n".join(lines)

@@ -96,6 +96,17 @@ class TrialLoop:
         self.counts = {s: sum(1 for t in trials if t.state == s)
                        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
         self.requeued = sum(1 for t in trials if t.user_attrs.get("requeued"))
+        self.best: tuple[float, int] | None = None  # (value, number), kept from outcomes
+        for t in trials:
+            if t.state == TrialState.COMPLETE:
+                self._note_best(t.value, t.number)
+
+    def _note_best(self, value: float, number: int) -> None:
+        """Keep the best complete trial as outcomes arrive (no re-read of the study)."""
+        better = (value > self.best[0] if self.spec.objective.direction == "maximize"
+                  else value < self.best[0]) if self.best is not None else True
+        if better:
+            self.best = (value, number)
 
     def request_stop(self) -> None:
         """Stop at the next turn of the loop (safe to call from a signal handler)."""
@@ -123,7 +134,8 @@ class TrialLoop:
         run_id = self.tracker.start_trial(trial.number, config_dict, trial.params)
         trial.set_user_attr("config", config_dict)
         trial.set_user_attr("seeds", self.spec.seed_list)
-        trial.set_user_attr("mlflow_run_id", run_id)
+        if run_id is not None:  # a background tracker links its runs itself
+            trial.set_user_attr("mlflow_run_id", run_id)
         job = TrialJob(self.storage.optuna, trial.number, config_dict, self.spec)
         res = self.spec.resources
         options: dict[str, Any] = dict(num_cpus=res.cpus, num_gpus=res.gpu, max_retries=1)
@@ -153,13 +165,12 @@ class TrialLoop:
                 self._fill()
                 return
             out = TrialOutcome.failed(reason)
-        attrs = {"mean": out.mean, "std": out.std, "per_seed": out.per_seed,
-                 "failure_reason": out.reason}
-        for key, value in attrs.items():
-            if value is not None:
+        if not out.recorded:  # the worker did not write them (it died, or could not)
+            for key, value in out.user_attrs().items():
                 trial.set_user_attr(key, value)
         if out.state == "COMPLETE":
             self.study.tell(trial, out.value)
+            self._note_best(out.value, trial.number)
         else:
             self.study.tell(trial, state=TrialState[out.state])
         self._count(out.state)
@@ -168,17 +179,14 @@ class TrialLoop:
                              result=out.result, objective=out.value, reason=out.reason,
                              report_seconds=out.report_seconds)
         self._fill()  # launch the next trials before logging, so workers stay busy
-        self.tracker.end_trial(running.run_id, record)
+        self.tracker.end_trial(running.run_id, record, out.figures)
 
     def _fill(self) -> None:
         while self._room():
             self._launch()
 
     def status(self) -> Status:
-        best = best_number = None
-        if self.counts[TrialState.COMPLETE]:
-            best_trial = self.study.best_trial
-            best, best_number = best_trial.value, best_trial.number
+        best, best_number = self.best if self.best is not None else (None, None)
         elapsed = time.monotonic() - self.start
         eta = None
         if self.target is not None and self.finished_here:

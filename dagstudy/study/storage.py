@@ -4,11 +4,17 @@
 (``DAGSTUDY_OPTUNA_STORAGE``, ``MLFLOW_TRACKING_URI``), else SQLite files under the run
 directory: ``--run-dir``, else ``$DAGSTUDY_HOME``, else ``./dagstudy-runs``
 (``optuna.db``, ``mlflow.db`` and ``mlartifacts/``).
+
+``storage.optuna`` is an RDB URL (``sqlite:///...``, ``postgresql://...``), or
+``grpc://HOST:PORT``: Optuna's gRPC storage proxy (``dagstudy storage-proxy``) in front of the
+RDB, so that the driver and the workers hold no database connections, only the proxy does
+(needs ``grpcio``: the ``grpc`` extra).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +75,35 @@ def _sqlite_pragmas(connection, _record) -> None:
     cursor.close()
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage for many processes at once, a ``dagstudy.storage``
+GRPC_SCHEME = "grpc://"
+GRPC_READY_SECONDS = 30.0
+"""How long ``open_storage`` waits for a gRPC storage proxy to answer."""
+
+
+def grpc_address(url: str) -> tuple[str, int]:
+    """``(host, port)`` of a ``grpc://HOST:PORT`` URL; ``ValueError`` (one line) otherwise."""
+    host, sep, port = url.removeprefix(GRPC_SCHEME).rstrip("/").rpartition(":")
+    if not (url.startswith(GRPC_SCHEME) and sep and host and port.isdigit()
+            and 1 <= int(port) <= 65535):
+        raise ValueError(f"{url!r} is not grpc://HOST:PORT (PORT 1-65535)")
+    return host, int(port)
+
+
+def open_grpc(url: str, timeout: float | None = None) -> optuna.storages.BaseStorage:
+    """Optuna's ``GrpcStorageProxy`` client for ``grpc://HOST:PORT``, once the proxy answers
+    (``ConnectionError`` after ``timeout`` seconds, default ``GRPC_READY_SECONDS``).
+    Picklable: a Ray task reconnects."""
+    host, port = grpc_address(url)
+    with warnings.catch_warnings():  # experimental since Optuna 4.2; we pin and test it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    proxy.wait_server_ready(timeout=GRPC_READY_SECONDS if timeout is None else timeout)
+    return proxy
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """The Optuna storage at ``url``: ``open_grpc`` for ``grpc://``; else an Optuna RDB
+    storage for many processes at once, a ``dagstudy.storage``
     ``RetryingRDBStorage``: processes opening an empty database at the same moment do not
     trip over each other creating its schema. SQLite (one machine only) runs in WAL mode and
     waits up to 60 s for a lock, which makes a trial's per-epoch report about 3x cheaper and
@@ -79,6 +112,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     connections for up to ``DAGSTUDY_STORAGE_RETRY_SECONDS``, default 120 s, per outage)."""
     from dagstudy.study.rdb import RetryingRDBStorage
 
+    if url.startswith(GRPC_SCHEME):
+        return open_grpc(url)
     if not url.startswith("sqlite"):
         return RetryingRDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     storage = RetryingRDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
@@ -92,16 +127,16 @@ class StorageError(ValueError):
     """An Optuna storage URL that cannot be opened or read; one line, password redacted."""
 
 
-def open_study_storage(url: str) -> tuple[optuna.storages.RDBStorage, list[str]]:
+def open_study_storage(url: str) -> tuple[optuna.storages.BaseStorage, list[str]]:
     """``open_storage(url)`` and the names of its studies, or ``StorageError`` naming the URL
     and the problem (an unknown database scheme, a file that is not a database, a missing
-    driver, a server that refuses) in one line."""
+    driver, a server that refuses, a gRPC proxy that does not answer) in one line."""
     from dagstudy.study.rdb import error_line
 
     try:
         rdb = open_storage(url)
         return rdb, [s.study_name for s in rdb.get_all_studies()]
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, optuna.exceptions.StorageInternalError,
-            ValueError) as e:
+            ValueError, ConnectionError) as e:
         raise StorageError(f"storage.optuna: cannot open {redact_url(url)}: "
                            f"{error_line(e)}") from None

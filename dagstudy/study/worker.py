@@ -1,9 +1,11 @@
 """What a Ray worker runs: one trial (``train_trial``) or one plain training job (``train_job``).
 
-Imports only the trainer and Optuna (never MLflow, matplotlib or pandas), so a worker starts
-quickly. Each worker process keeps its Optuna storage connection and its last loaded dataset
-(keyed by the ``TrainConfig`` fields ``load_data`` reads, the seeds and the device) across the
-tasks it runs, so consecutive trials on one dataset load it once.
+Imports only the trainer and Optuna at start (never MLflow or pandas), so a worker starts
+quickly; matplotlib is imported on a worker's first trial with per-epoch rows, which renders its
+figures here (``tracking.figures``) so that the driver does not. Each worker process keeps
+its Optuna storage connection and its last loaded dataset (keyed by the ``TrainConfig`` fields
+``load_data`` reads, the seeds and the device) across the tasks it runs, so consecutive trials
+on one dataset load it once.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from dagstudy.memory import GIB, MemoryBudgetError, available_bytes, check
 from dagstudy.study.samplers import make_pruner
 from dagstudy.study.spec import Objective, Resources, StudySpec
 from dagstudy.study.storage import open_storage
+from dagstudy.tracking.figures import figure_title, trial_figures
 from dagstudy.trainer import TrialResult, load_data, resolve_device, train
 
 DATA_FIELDS = ("dataset", "data_dir", "synthetic", "val_fraction", "test_fraction", "split")
@@ -50,7 +53,10 @@ class TrialOutcome:
     metric's final per-seed summary (when training returned); ``rows``: the trainer's per-epoch
     rows so far; ``result``: ``TrialResult.to_dict()`` (when training returned);
     ``report_seconds``: time the worker spent reporting to Optuna and asking the pruner (None
-    when the task returned nothing).
+    when the task returned nothing); ``recorded``: the worker wrote ``user_attrs()`` to the
+    trial (else the driver does); ``figures``: the trial's PNG figures by file name,
+    rendered by the worker (empty without rows, or if rendering failed: the tracker renders
+    them at upload then).
     """
 
     state: str
@@ -62,6 +68,15 @@ class TrialOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
     report_seconds: float | None = None
+    recorded: bool = False
+    figures: dict[str, bytes] = field(default_factory=dict)
+
+    def user_attrs(self) -> dict[str, Any]:
+        """The trial's user attributes from this outcome: ``mean``, ``std``, ``per_seed`` and
+        ``failure_reason``, those that are not None."""
+        attrs = {"mean": self.mean, "std": self.std, "per_seed": self.per_seed,
+                 "failure_reason": self.reason}
+        return {k: v for k, v in attrs.items() if v is not None}
 
     @classmethod
     def failed(cls, reason: str) -> TrialOutcome:
@@ -115,17 +130,29 @@ def judge(result: TrialResult, objective: Objective, rows: list[dict[str, Any]],
 
 
 def train_trial(job: TrialJob) -> TrialOutcome:
-    """Train one trial in this process (a Ray worker), reporting each epoch to Optuna.
+    """Train one trial in this process (a Ray worker), reporting each epoch to Optuna, and
+    render its figures (``TrialOutcome.figures``).
 
     Training errors are returned as a FAIL outcome naming the exception, never raised; only the
     process dying loses a trial.
     """
+    outcome = _train_trial(job)
+    try:
+        title = figure_title(job.spec.name, job.trial_number, outcome.state)
+        figures = trial_figures(outcome.rows, job.spec.seed_list, title)
+    except Exception:  # a figure never fails a trial; the tracker renders it at upload
+        return outcome
+    return replace(outcome, figures=figures)
+
+
+def _train_trial(job: TrialJob) -> TrialOutcome:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec, seeds = job.spec, job.spec.seed_list
     torch.set_num_threads(max(1, int(spec.resources.cpus)))
     per_seed = spec.pruner.name == "wilcoxon"
     rows: list[dict[str, Any]] = []
     reporting = [0.0]
+    trial: optuna.Trial | None = None
 
     def on_epoch(row: dict[str, Any]) -> None:
         rows.append(row)
@@ -152,16 +179,32 @@ def train_trial(job: TrialJob) -> TrialOutcome:
         check(config, len(seeds), data.x.shape[0], data.d_in, data.n_classes, budget,
               budget_name)
         result = train(config, seeds, data, device, on_epoch)
+        outcome = judge(result, spec.objective, rows, reporting[0])
     except optuna.TrialPruned as e:
-        return TrialOutcome(state="PRUNED", reason=str(e), rows=rows,
-                            report_seconds=reporting[0])
+        outcome = TrialOutcome(state="PRUNED", reason=str(e), rows=rows,
+                               report_seconds=reporting[0])
     except MemoryBudgetError as e:  # refused before training: no traceback position needed
-        return TrialOutcome(state="FAIL", reason=str(e), rows=rows, report_seconds=reporting[0])
+        outcome = TrialOutcome(state="FAIL", reason=str(e), rows=rows,
+                               report_seconds=reporting[0])
     except Exception as e:  # the trial fails, the study goes on
         frame = traceback.extract_tb(e.__traceback__)[-1]
         reason = f"{type(e).__name__}: {e} (at {Path(frame.filename).name}:{frame.lineno})"
-        return TrialOutcome(state="FAIL", reason=reason, rows=rows, report_seconds=reporting[0])
-    return judge(result, spec.objective, rows, reporting[0])
+        outcome = TrialOutcome(state="FAIL", reason=reason, rows=rows,
+                               report_seconds=reporting[0])
+    return _recorded(trial, outcome)
+
+
+def _recorded(trial: optuna.Trial | None, outcome: TrialOutcome) -> TrialOutcome:
+    """Write the outcome's user attributes (``TrialOutcome.user_attrs``) to the trial from
+    here, so the driver need not (``recorded``); left to the driver when this fails."""
+    if trial is None:
+        return outcome
+    try:
+        for key, value in outcome.user_attrs().items():
+            trial.set_user_attr(key, value)
+    except Exception:
+        return outcome
+    return replace(outcome, recorded=True)
 
 
 def memory_budget(resources: Resources) -> tuple[int, str]:

@@ -5,8 +5,11 @@ removes the file once the upload succeeded (write-ahead), so neither an MLflow o
 driver killed mid-upload loses a record. Files:
 
 - ``trial-<number>.json``: ``{"number", "run_id", "timestamp", "record"}``: the trial's MLflow
-  run id (None if its run could not be created), the metric timestamp (ms since the epoch,
-  fixed so that uploading twice logs identical, deduplicated metrics) and the ``TrialRecord``.
+  run id (None if its run could not be created, or not known to the driver yet), the metric
+  timestamp (ms since the epoch, fixed so that uploading twice logs identical, deduplicated
+  metrics) and the ``TrialRecord``.
+- ``trial-<number>/``: the trial's figures (PNG files the worker rendered), written before the
+  record, so a record's figures are complete whenever the record is there.
 - ``finish.json``: ``{"status"}``: the study ended while MLflow was unreachable; its parent run
   still needs the best trial and the summary plots.
 
@@ -33,13 +36,22 @@ class SpooledTrial:
     timestamp: int
     record: dict[str, Any]
 
+    @property
+    def figures_dir(self) -> Path:
+        """Where the trial's figures are, if it has any (``trial-<number>/``)."""
+        return self.path.with_suffix("")
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
+
+def _write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    _write_bytes(path, json.dumps(payload).encode())
 
 
 class Spool:
@@ -48,9 +60,13 @@ class Spool:
     def __init__(self, directory: str | os.PathLike[str]):
         self.directory = Path(directory)
 
-    def put_trial(self, number: int, run_id: str | None, timestamp: int, record: Any) -> Path:
-        """Write (or overwrite) trial ``number``'s record, a ``TrialRecord`` dataclass."""
+    def put_trial(self, number: int, run_id: str | None, timestamp: int, record: Any,
+                  figures: dict[str, bytes] | None = None) -> Path:
+        """Write (or overwrite) trial ``number``'s record, a ``TrialRecord`` dataclass, and
+        its ``figures`` (file name -> PNG bytes) first."""
         path = self.directory / f"trial-{number:06d}.json"
+        for name, data in (figures or {}).items():
+            _write_bytes(path.with_suffix("") / name, data)
         _write_json(path, {"number": number, "run_id": run_id, "timestamp": timestamp,
                            "record": asdict(record)})
         return path
@@ -63,6 +79,14 @@ class Spool:
             out.append(SpooledTrial(path, payload["number"], payload["run_id"],
                                     payload["timestamp"], payload["record"]))
         return out
+
+    def remove(self, item: SpooledTrial) -> None:
+        """Drop an uploaded trial record and its figures."""
+        item.path.unlink(missing_ok=True)
+        if item.figures_dir.is_dir():
+            for figure in item.figures_dir.iterdir():
+                figure.unlink()
+            item.figures_dir.rmdir()
 
     def put_finish(self, status: str) -> None:
         """Remember that the study ended (MLflow run status ``status``) while offline."""

@@ -12,7 +12,9 @@ metrics (``objective``, ``final_<metric>_mean`` / ``_std``,
 ``trial_<params|wall_seconds|report_seconds|...>``), the tags ``dagstudy.state`` and
 ``failure_reason``, and artifacts: ``config.json`` (the resolved ``TrainConfig``, Optuna params,
 seeds), ``results.json`` (the per-seed ``TrialResult``, or the per-epoch rows of a pruned or
-failed trial) and the PNG plots ``learning_curves.png`` and ``dead_fraction.png``. Under it, one
+failed trial) and the PNG plots ``learning_curves.png`` and ``dead_fraction.png`` (rendered by
+the worker that trained the trial, ``tracking.figures``; rendered at upload when a record came
+without them). Under it, one
 child run per seed (``tracking.seeds``: param ``seed``, the shared ``dagstudy.config_hash`` tag,
 that seed's curves), so MLflow's "group by" gives the mean and spread across seeds. The parent
 run gets the study's settings as params and, at the end, the best trial's metrics,
@@ -23,6 +25,11 @@ under the run directory before uploading it (``dagstudy.spool``); while MLflow i
 records wait there (one ``TrackingWarning`` per outage) and are uploaded when it answers again,
 at the end of the study, or by ``dagstudy sync``. Uploads are idempotent, so MLflow ends with
 one run per finished trial.
+
+With ``background=True`` (what a study's driver uses) every MLflow call after the tracker is
+created runs on a background thread (``tracking.background``): ``start_trial`` and ``end_trial``
+only queue work (``end_trial`` writes the spool first), so the driver's ask/tell never waits
+for MLflow, up or down. ``finish`` waits for the queued work, then ends the study's run.
 """
 
 from __future__ import annotations
@@ -39,18 +46,15 @@ import optuna
 from mlflow.entities import Metric
 
 from dagstudy.ideas import ideas_touched
+from dagstudy.tracking.background import BackgroundLogger
 from dagstudy.tracking.client import (
     TrackingWarning,
     open_client,
     server_healthy,
     short_http_retries,
 )
-from dagstudy.tracking.plots import (
-    plot_dead_fraction,
-    plot_history,
-    plot_importances,
-    plot_learning_curves,
-)
+from dagstudy.tracking.figures import figure_title, trial_figures
+from dagstudy.tracking.plots import plot_history, plot_importances
 from dagstudy.tracking.records import (
     TrialRecord,
     config_hash,
@@ -86,13 +90,21 @@ class Tracker:
     after the fact (a trial launched while offline, or the parent run) are reported through
     ``on_run_created(trial number or None for the parent, run id)``. One ``TrackingWarning``
     per outage; a tracking failure never raises.
+
+    ``background``: MLflow work runs on a background thread with a queue of at most
+    ``queue_size`` jobs (module docstring); needs a ``spool``. Trial runs it creates are
+    reported through ``on_run_created`` too (called on that thread).
     """
 
     def __init__(self, tracking_uri: str, study: str, *, artifact_location: str | None = None,
                  parent_run_id: str | None = None, settings: dict[str, Any] | None = None,
                  spool: Spool | None = None,
                  on_run_created: Callable[[int | None, str], None] | None = None,
-                 retry_seconds: float = 30.0):
+                 retry_seconds: float = 30.0, background: bool = False,
+                 queue_size: int = 256):
+        if background and spool is None:
+            raise ValueError("Tracker: background=True needs a spool (records are written "
+                             "there before their upload is queued)")
         self.uri = tracking_uri
         self.study = study
         self.client = open_client(tracking_uri)
@@ -105,7 +117,10 @@ class Tracker:
         self._settings = settings or {}
         self._resumed = parent_run_id is not None
         self._offline_since: float | None = None  # time.monotonic() of the last failure
+        self._run_ids: dict[int, str] = {}  # trial runs created on the background thread
+        self._ended: set[int] = set()  # trials end_trial was called for (background mode)
         self._ready(force=True)
+        self._logger = BackgroundLogger(queue_size) if background else None
 
     # --- connection state ---------------------------------------------------------------------
 
@@ -179,15 +194,10 @@ class Tracker:
 
     def _create_trial_run(self, number: int, config: dict[str, Any],
                           params: dict[str, Any]) -> str:
-        tags = {
-            "mlflow.parentRunId": self.parent_run_id,
-            "dagstudy.study": self.study,
-            "dagstudy.trial": number,
-            "dagstudy.role": "trial",
-            "dagstudy.ideas": ",".join(ideas_touched(config)),
-            "dagstudy.sampled": ",".join(params),
-            "dagstudy.config_hash": config_hash(config),
-        }
+        tags = {"mlflow.parentRunId": self.parent_run_id, "dagstudy.study": self.study,
+                "dagstudy.trial": number, "dagstudy.role": "trial",
+                "dagstudy.ideas": ",".join(ideas_touched(config)),
+                "dagstudy.sampled": ",".join(params), "dagstudy.config_hash": config_hash(config)}
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:04d}",
                                      tags={k: str(v) for k, v in tags.items()})
         return run.info.run_id
@@ -204,9 +214,29 @@ class Tracker:
     def start_trial(self, number: int, config: dict[str, Any],
                     params: dict[str, Any]) -> str | None:
         """Create trial ``number``'s child run (status RUNNING) with the configuration as
-        params; returns its run id, or None while MLflow is unreachable."""
-        if not self._ready():
+        params; returns its run id, or None while MLflow is unreachable. In background mode
+        the run is created on the background thread: returns None at once (the run id goes to
+        ``on_run_created``; a run that could not be created then is created at upload)."""
+        if self._logger is not None:
+            self._logger.submit(lambda: self._start_reported(number, config, params),
+                                urgent=True)
             return None
+        return self._create_with_params(number, config, params) if self._ready() else None
+
+    def _start_reported(self, number: int, config: dict[str, Any],
+                        params: dict[str, Any]) -> None:
+        # A trial that ended already gets its run at upload (the flush in ``_ready`` may just
+        # have made it): creating one here too would give it two.
+        if not self._ready() or number in self._ended or number in self._run_ids:
+            return
+        run_id = self._create_with_params(number, config, params)
+        if run_id is not None:
+            self._run_ids[number] = run_id
+            if self.on_run_created is not None:
+                self.on_run_created(number, run_id)
+
+    def _create_with_params(self, number: int, config: dict[str, Any],
+                            params: dict[str, Any]) -> str | None:
         run_id = None
         try:
             with short_http_retries():
@@ -216,9 +246,11 @@ class Tracker:
             self._went_offline(e)
         return run_id
 
-    def _upload(self, run_id: str | None, record: TrialRecord, timestamp: int) -> str:
+    def _upload(self, run_id: str | None, record: TrialRecord, timestamp: int,
+                figures: dict[str, bytes]) -> str:
         """Log a finished trial (idempotent: params, metrics with the fixed ``timestamp``, tags
-        and artifacts can be logged twice) and end its run; returns the run id."""
+        and artifacts can be logged twice) and end its run; returns the run id. ``figures``:
+        the worker's PNGs by file name (rendered here when empty and the trial has rows)."""
         if run_id is None:
             run_id = self._find_trial_run(record.number) or self._create_trial_run(
                 record.number, record.config, record.params)
@@ -242,17 +274,20 @@ class Tracker:
             (out / "config.json").write_text(json.dumps(config, indent=2))
             results = record.result if record.result is not None else {"rows": record.rows}
             (out / "results.json").write_text(json.dumps(results))
-            if record.rows:
-                title = f"{self.study} trial {record.number} ({record.state.lower()})"
-                plot_learning_curves(record.rows, record.seeds, title,
-                                     out / "learning_curves.png")
-                plot_dead_fraction(record.rows, record.seeds, title, out / "dead_fraction.png")
+            if not figures:
+                figures = trial_figures(record.rows, record.seeds,
+                                        figure_title(self.study, record.number, record.state))
+            for name, data in figures.items():
+                (out / name).write_bytes(data)
             self.client.log_artifacts(run_id, tmp)
         self.client.set_terminated(run_id, status=status)
         return run_id
 
-    def _upload_reported(self, run_id: str | None, record: TrialRecord, timestamp: int) -> None:
-        uploaded = self._upload(run_id, record, timestamp)
+    def _upload_reported(self, run_id: str | None, record: TrialRecord, timestamp: int,
+                         figures: dict[str, bytes]) -> None:
+        run_id = run_id or self._run_ids.get(record.number)
+        uploaded = self._upload(run_id, record, timestamp, figures)
+        self._run_ids[record.number] = uploaded
         if uploaded != run_id and self.on_run_created is not None:
             self.on_run_created(record.number, uploaded)
 
@@ -262,26 +297,36 @@ class Tracker:
             return True
         for item in self.spool.trials():
             try:
+                figures = ({p.name: p.read_bytes() for p in item.figures_dir.iterdir()}
+                           if item.figures_dir.is_dir() else {})
                 with short_http_retries():
-                    self._upload_reported(item.run_id, TrialRecord(**item.record), item.timestamp)
+                    self._upload_reported(item.run_id, TrialRecord(**item.record), item.timestamp,
+                                          figures)
             except Exception as e:
                 self._went_offline(e)
                 return False
-            item.path.unlink()
+            self.spool.remove(item)
         return True
 
-    def end_trial(self, run_id: str | None, record: TrialRecord) -> None:
-        """Record a finished trial: spool it, then upload its metrics, tags and artifacts and
-        end its run (``run_id`` None: the run is created now, or at upload)."""
+    def end_trial(self, run_id: str | None, record: TrialRecord,
+                  figures: dict[str, bytes] | None = None) -> None:
+        """Record a finished trial: spool it (with ``figures``, PNG bytes by file name), then
+        upload its metrics, tags and artifacts and end its run (``run_id`` None: the run is
+        created now, or at upload). In background mode the upload is queued: this returns
+        once the record is spooled."""
         timestamp = int(time.time() * 1000)
+        self._ended.add(record.number)
         if self.spool is not None:
-            self.spool.put_trial(record.number, run_id, timestamp, record)
-            self._ready()  # uploads the spool, this record included, if MLflow answers
+            self.spool.put_trial(record.number, run_id, timestamp, record, figures)
+            if self._logger is not None:
+                self._logger.submit(self._ready)  # a refused job: the next flush uploads it
+            else:
+                self._ready()  # uploads the spool, this record included, if MLflow answers
             return
         if self._ready():
             try:
                 with short_http_retries():
-                    self._upload_reported(run_id, record, timestamp)
+                    self._upload_reported(run_id, record, timestamp, figures or {})
             except Exception as e:
                 self._went_offline(e)
 
@@ -310,7 +355,9 @@ class Tracker:
                status: str = "FINISHED") -> int:
         """Upload what is spooled, then end the parent run with ``status``; when the study has
         a best trial, log it and the summary plots. While MLflow is unreachable this is
-        spooled too. Returns the number of records still waiting in the spool."""
+        spooled too. Returns the number of records still waiting in the spool. In background
+        mode this first waits for the queued work and stops the background thread."""
+        self.drain(stop=True)
         if self._ready(force=True):
             try:
                 with short_http_retries():
@@ -328,6 +375,18 @@ class Tracker:
                       f"with `dagstudy sync {self.study}` when MLflow "
                       f"({redact_url(self.uri)}) is back", TrackingWarning, stacklevel=2)
         return left
+
+    def drain(self, stop: bool = False) -> None:
+        """Wait until the background thread has done the work queued so far (and with
+        ``stop``, stop it: later calls run in the caller's thread). No-op when not in
+        background mode."""
+        if self._logger is None:
+            return
+        if stop:
+            self._logger.close()
+            self._logger = None
+        else:
+            self._logger.drain()
 
     def sync(self, study: optuna.Study, importances: dict[str, float] | None) -> int:
         """Upload the spool and, if the study ended while MLflow was unreachable, finish the
