@@ -17,7 +17,6 @@ command, date, versions, commit); ``dagstudy report`` rebuilds both from the
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from dagstudy.confirmation.document import document, fmt
 from dagstudy.confirmation.spec import ConfirmSpec, is_user_defined
 from dagstudy.confirmation.tune import protocol
 from dagstudy.confirmation.tune_report import tuning_lines, write_tuning
+from dagstudy.confirmation.verdict import jsonable
 
 
 def verdict_rows(outcome: Outcome) -> list[dict[str, Any]]:
@@ -35,22 +35,12 @@ def verdict_rows(outcome: Outcome) -> list[dict[str, Any]]:
     for v, a in zip(outcome.verdicts, outcome.analyses):
         row = v.to_dict()
         row.update(idea=a.idea, source="user-defined" if is_user_defined(a.idea) else "built-in",
-                   metric=a.metric, secondary=_jsonable(a.secondary),
-                   settings=_jsonable(a.settings), pooled=_jsonable(a.pooled),
+                   metric=a.metric, secondary=jsonable(a.secondary),
+                   settings=jsonable(a.settings), pooled=jsonable(a.pooled),
                    protocol=protocol(outcome.tuning.get(a.idea)))
         row.pop("name", None)
         rows.append(row)
     return rows
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def table_line(row: dict[str, Any]) -> str:

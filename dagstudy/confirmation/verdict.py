@@ -27,7 +27,13 @@ from dagstudy.stats.sequential import holm
 VerdictName = Literal["confirmed", "ruled out", "inconclusive"]
 
 
-def _jsonable(value: object) -> object:
+def jsonable(value: object) -> object:
+    """``value`` ready for JSON: dicts and lists converted item by item, numpy scalars made
+    Python numbers, NaN and infinite floats made None."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -103,7 +109,7 @@ class Verdict:
     def to_dict(self) -> dict[str, object]:
         """Plain JSON-ready dict, the result's fields flattened in; NaN/inf floats become None."""
         flat = {**asdict(self.result), **{k: v for k, v in asdict(self).items() if k != "result"}}
-        return {key: _jsonable(value) for key, value in flat.items()}
+        return {key: jsonable(value) for key, value in flat.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Verdict:

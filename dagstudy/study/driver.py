@@ -55,7 +55,7 @@ import ray
 from dagstudy.memory import MemoryBudgetError
 from dagstudy.study.cluster import ClusterTooSmall, check_fits, connect_ray
 from dagstudy.study.lease import Lease, LeaseHeld, acquire, release
-from dagstudy.study.loop import TrialLoop, requeue, trial_id
+from dagstudy.study.loop import TrialLoop, requeue
 from dagstudy.study.preflight import check_memory
 from dagstudy.study.progress import Status
 from dagstudy.study.query import param_importances
@@ -68,7 +68,7 @@ from dagstudy.study.storage import (
     run_dir_for,
     storage_for,
 )
-from dagstudy.study.worker import memory_budget
+from dagstudy.study.worker import memory_budget, trial_id
 from dagstudy.tracking.client import TrackingAuthError, check_access
 from dagstudy.tracking.records import trial_run_id
 from dagstudy.tracking.spool import Spool

@@ -20,19 +20,19 @@ import ray
 from pydantic import ValidationError
 
 from dagstudy.config import format_errors
+from dagstudy.memory import GIB
 from dagstudy.study.lease import Lease, heartbeat_seconds, renew
 from dagstudy.study.progress import Status
 from dagstudy.study.rdb import error_line
 from dagstudy.study.space import suggest
 from dagstudy.study.spec import StudySpec
 from dagstudy.study.storage import Storage
-from dagstudy.study.worker import TrialJob, TrialOutcome, train_trial
+from dagstudy.study.worker import TrialJob, TrialOutcome, train_trial, trial_id
 from dagstudy.tracking.records import TrialRecord
 from dagstudy.tracking.tracker import Tracker
 
 TrialState = optuna.trial.TrialState
 _train_trial_task = ray.remote(train_trial)
-GIB = 1024**3
 
 
 class StopRequested(Exception):
@@ -44,12 +44,6 @@ def counted(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False)
                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                or (t.state == TrialState.FAIL and not t.user_attrs.get("requeued")))
-
-
-def trial_id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
-    """The storage's id of trial ``number`` of ``study`` (Optuna's public storage API)."""
-    study_id = storage.get_study_id_from_name(study.study_name)
-    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
 
 def requeue(study: optuna.Study, storage: optuna.storages.BaseStorage,

@@ -11,7 +11,7 @@ Data that cannot be loaded skips the check: the trials then fail with the data's
 from __future__ import annotations
 
 from dagstudy.data import DataError, load_raw
-from dagstudy.memory import MemoryBudgetError, estimate
+from dagstudy.memory import GIB, MemoryBudgetError, estimate
 from dagstudy.study.space import combinations
 from dagstudy.study.spec import StudySpec
 
@@ -41,4 +41,4 @@ def check_memory(spec: StudySpec, budget_bytes: int, budget_name: str) -> None:
     raise MemoryBudgetError(
         f"memory: no configuration of study {spec.name!r} fits: the smallest ({spec.seeds} "
         f"seeds of depth {config.depth} x width {config.width}, {config.topology}) needs an "
-        f"estimated {need.describe()}; {budget_name} allows {budget_bytes / 1024**3:.2f} GiB")
+        f"estimated {need.describe()}; {budget_name} allows {budget_bytes / GIB:.2f} GiB")

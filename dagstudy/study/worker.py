@@ -129,6 +129,12 @@ def judge(result: TrialResult, objective: Objective, rows: list[dict[str, Any]],
                         result=result.to_dict(), report_seconds=report_seconds)
 
 
+def trial_id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial ``number`` of ``study`` (Optuna's public storage API)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
 def train_trial(job: TrialJob) -> TrialOutcome:
     """Train one trial in this process (a Ray worker), reporting each epoch to Optuna, and
     render its figures (``TrialOutcome.figures``).
@@ -169,9 +175,7 @@ def _train_trial(job: TrialJob) -> TrialOutcome:
         study = optuna.load_study(study_name=spec.name, storage=storage,
                                   sampler=optuna.samplers.RandomSampler(),
                                   pruner=make_pruner(spec.pruner, spec.epochs))
-        study_id = storage.get_study_id_from_name(spec.name)
-        trial = optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(
-            study_id, job.trial_number))
+        trial = optuna.Trial(study, trial_id(storage, study, job.trial_number))
         config = TrainConfig(**job.config)
         device = resolve_device(spec.device)
         data = _data(config, seeds, device)
