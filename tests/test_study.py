@@ -377,6 +377,58 @@ def test_ray_runner_runs_confirm_jobs(cluster):
     assert results["control"]["seeds"] == [0, 1]
 
 
+def test_ray_runner_streams_epochs_before_the_result(cluster, monkeypatch):
+    """A confirmation's arms: per-epoch rows reach ``on_epochs`` while the arm trains, stamped
+    with the same times as the result's ``epoch_ms``."""
+    from dagstudy.study import cluster as cluster_module
+
+    monkeypatch.setattr(cluster_module, "STREAM_SECONDS", 0.2)
+    config = TrainConfig(dataset="digits", depth=3, width=16, epochs=60, batch_size=16,
+                         probe_size=64)
+    events: list[tuple[str, object]] = []
+    jobs = [ArmJob("DAG-DENSE", "treatment", config, (0,))]
+    for _job, result in ray_runner()(jobs, on_epochs=lambda job, rows, ms: events.append(
+            ("epochs", ([r["epoch"] for r in rows], ms)))):
+        events.append(("result", result))
+    assert events[0][0] == "epochs" and events[-1][0] == "result"
+    streamed = [e for kind, (epochs, ms) in events[:-1] for e in zip(epochs, ms)]
+    result = events[-1][1]
+    assert len(result["epoch_ms"]) == 60
+    assert streamed == list(zip(range(1, len(streamed) + 1), result["epoch_ms"]))
+
+
+def test_trial_curves_are_live_in_mlflow(cluster, run_dir, monkeypatch):
+    """A trial's per-epoch rows reach its MLflow run while it trains (handed to the tracker
+    before Optuna finished the trial), and the final upload logs the same points once."""
+    from dagstudy.study import loop
+    from dagstudy.tracking.tracker import Tracker
+
+    monkeypatch.setattr(loop, "STREAM_SECONDS", 0.2)
+    calls = []
+    log_epochs = Tracker._log_epochs
+
+    def spy(self, number, rows, epoch_ms):
+        calls.append((number, self._run_ids.get(number), time.time()))
+        log_epochs(self, number, rows, epoch_ms)
+
+    monkeypatch.setattr(Tracker, "_log_epochs", spy)
+    base = {**SMOKE["base"], "topology": "dag", "depth": 3, "width": 16, "batch_size": 16}
+    spec = parse_spec(study_data("live", epochs=60, seeds=1, budget={"trials": 1},
+                                 search={"lr": [1.0e-2]}, base=base))
+    study = run_study(spec, run_dir=run_dir)
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE
+    run_id = trial.user_attrs["mlflow_run_id"]
+    assert calls and all(number == 0 and rid == run_id for number, rid, _ in calls)
+    assert calls[0][2] < trial.datetime_complete.timestamp()  # live: before the trial ended
+    client = MlflowClient(storage_for(spec, run_dir).mlflow)
+    history = client.get_metric_history(run_id, "val_accuracy")
+    assert sorted(m.step for m in history) == list(range(1, 61))  # streamed + final: no dupes
+    history.sort(key=lambda m: m.step)
+    assert client.get_run(run_id).info.start_time <= history[0].timestamp
+    assert all(a.timestamp <= b.timestamp for a, b in zip(history, history[1:]))
+
+
 def test_run_json_prints_a_summary(cluster, run_dir, tmp_path, capsys):
     """``dagstudy run --json``: stdout is one JSON summary; progress stays on stderr."""
     import json

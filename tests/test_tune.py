@@ -203,14 +203,27 @@ def test_report_and_mlflow_show_the_tuning(runs):
     assert "verdict seeds 0..5" in report and "sensitivity" in report
     assert (runs["out"] / "tune-OPT-FULLBATCH.png").stat().st_size > 1000
     client = MlflowClient(f"sqlite:///{runs['run_dir'] / 'mlflow.db'}")
-    study = client.get_experiment_by_name("tuned.tune.OPT-MINIBATCH-L.treatment")
-    tags = [r.data.tags for r in client.search_runs([study.experiment_id])
-            if r.data.tags.get("dagstudy.role") != "seed"]  # per-seed child runs of trials
-    assert len(tags) == 5 and all(t["dagstudy.idea"] == "OPT-MINIBATCH-L"
-                                  and t["dagstudy.arm"] == "treatment" for t in tags)
+    assert client.get_experiment_by_name("tuned.tune.OPT-MINIBATCH-L.treatment") is None
     confirm = client.get_experiment_by_name("confirm-tuned")
-    tuning = [r.data for r in client.search_runs([confirm.experiment_id])
-              if r.data.tags.get("dagstudy.role") == "tuning"]
+    runs_ = client.search_runs([confirm.experiment_id], max_results=1000)
+    by_id = {r.info.run_id: r for r in runs_}
+    (parent,) = [r for r in runs_ if r.data.tags.get("dagstudy.role") == "confirmation"]
+    studies = [r for r in runs_ if r.data.tags.get("dagstudy.role") == "study"]
+    assert len(studies) == 2  # one per tuning study, each a child of the confirmation's run
+    for study in studies:
+        assert study.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    study = next(r for r in studies
+                 if r.data.tags["dagstudy.study"] == "tuned.tune.OPT-MINIBATCH-L.treatment")
+    assert study.data.tags["dagstudy.tuned_for"] == "OPT-MINIBATCH-L/treatment"
+    trials = [r for r in runs_ if r.data.tags.get("dagstudy.role") == "trial"
+              and r.data.tags["dagstudy.study"] == study.data.tags["dagstudy.study"]]
+    assert len(trials) == 4
+    for run in [study, *trials]:  # nested under the confirmation, tagged with idea and arm
+        tags = run.data.tags
+        assert tags["dagstudy.idea"] == "OPT-MINIBATCH-L" and tags["dagstudy.arm"] == "treatment"
+        assert by_id[tags["mlflow.parentRunId"]].info.run_id in (parent.info.run_id,
+                                                                 study.info.run_id)
+    tuning = [r.data for r in runs_ if r.data.tags.get("dagstudy.role") == "tuning"]
     assert len(tuning) == 4  # one per tuned (idea, arm)
     assert all(float(d.params["tuned.lr"]) > 0 for d in tuning)
 

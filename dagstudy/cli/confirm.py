@@ -82,7 +82,7 @@ def run_confirm(args) -> int:
     chosen = spec.model_dump()
     chosen["ideas"] = {k: v for k, v in chosen["ideas"].items() if ideas is None or k in ideas}
     tracker = Tracker(storage.mlflow, f"confirm-{spec.name}", artifact_location=storage.artifacts,
-                      settings=chosen)
+                      settings=chosen, run_tags={"dagstudy.role": "confirmation"})
     started = False
     if not args.local or tuned:  # tuning studies always run on Ray workers
         print("starting Ray...", file=sys.stderr, flush=True)
@@ -95,7 +95,9 @@ def run_confirm(args) -> int:
             tuning = tune(spec, ideas, run_dir=args.run_dir, address=args.address,
                           device=args.device, progress=progress_printer(),
                           on_study=lambda name, status: print(f"tuning study {name}: {status}",
-                                                              file=sys.stderr))
+                                                              file=sys.stderr),
+                          mlflow_parent=(tracker.experiment, tracker.parent_run_id)
+                          if tracker.parent_run_id else None)
         outcome = run_confirmation(spec, ideas, runner, out, tracker, tuning, meta=meta,
                                    stdout=sys.stderr if args.json else sys.stdout)
     except TuneError as e:

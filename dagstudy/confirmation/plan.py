@@ -7,14 +7,16 @@ within 5%, at every depth with ``depths``; ``depths``: every arm at every depth;
 treatment and a nearest-wiring arm per N). An ``ArmJob`` is one arm on a set of seeds (one
 population training run); a ``Runner`` trains jobs and yields ``(job, TrialResult dict)`` as each
 finishes (``local_runner`` here, ``dagstudy.study.cluster.ray_runner`` on Ray), calling its
-optional ``on_start(job)`` just before each job's training is launched. An arm of a named setting
-is called ``"SETTING | ARM"`` (``qualify``). ``check_data`` loads every distinct dataset once, so
-bad data is an error naming the idea and setting before any training.
+optional ``on_start(job)`` just before each job's training is launched and, when given,
+``on_epochs(job, rows, epoch_ms)`` as a running job's per-epoch rows arrive. An arm of a named
+setting is called ``"SETTING | ARM"`` (``qualify``). ``check_data`` loads every distinct dataset
+once, so bad data is an error naming the idea and setting before any training.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -184,22 +186,41 @@ def check_data(experiments: list[Experiment], seed: int = 0) -> None:
 
 
 def local_runner(device: str = "auto") -> Runner:
-    """Train each job in this process, one after another. A job that raises yields a
-    ``TrialResult.crashed`` result naming the exception; the next job runs."""
+    """Train each job in this process, one after another (``on_epochs(job, [row],
+    [epoch_ms])`` after each epoch). A job that raises yields a ``TrialResult.crashed`` result
+    naming the exception; the next job runs."""
     from dagstudy.trainer import TrialResult, resolve_device
 
     dev = resolve_device(device)
 
-    def run(jobs: list[ArmJob], on_start: Callable[[ArmJob], None] | None = None):
+    def run(jobs: list[ArmJob], on_start: Callable[[ArmJob], None] | None = None,
+            on_epochs: Callable[[ArmJob, list, list[int]], None] | None = None):
         for job in jobs:
             if on_start is not None:
                 on_start(job)
             seeds = list(job.seeds)
+            epoch_ms: list[int] = []
+            on_epoch = _stamper(job, epoch_ms, on_epochs)
             try:
                 data = load_data(job.config, seeds, dev)
-                result = train(job.config, seeds, data, dev)
+                result = train(job.config, seeds, data, dev, on_epoch).to_dict()
+                result["epoch_ms"] = epoch_ms
             except Exception as e:  # recorded as the arm's failure; the confirmation goes on
-                result = TrialResult.crashed(job.config, seeds, f"{type(e).__name__}: {e}")
-            yield job, result.to_dict()
+                result = TrialResult.crashed(job.config, seeds,
+                                             f"{type(e).__name__}: {e}").to_dict()
+            yield job, result
 
     return run
+
+
+def _stamper(job: ArmJob, epoch_ms: list[int],
+             on_epochs: Callable[[ArmJob, list, list[int]], None] | None
+             ) -> Callable[[dict[str, Any]], None]:
+    """The trainer's ``on_epoch`` for ``job``: appends the time (ms) each epoch ended to
+    ``epoch_ms`` and hands the row to ``on_epochs``."""
+    def on_epoch(row: dict[str, Any]) -> None:
+        epoch_ms.append(int(time.time() * 1000))
+        if on_epochs is not None:
+            on_epochs(job, [row], epoch_ms[-1:])
+
+    return on_epoch

@@ -39,6 +39,7 @@ from dagstudy.confirmation.verdict import Verdict, decide
 from dagstudy.tracking.confirmation import (
     download_confirmation,
     end_arm,
+    log_arm_epochs,
     log_report,
     log_verdicts,
     start_arm,
@@ -76,11 +77,14 @@ def confirm(
     on_result: Callable[[ArmJob, dict], None] | None = None,
     on_look: Callable[[int, list[Verdict]], None] | None = None,
     on_start: Callable[[ArmJob], None] | None = None,
+    on_epochs: Callable[[ArmJob, list, list[int]], None] | None = None,
     tuning: Tuning | None = None,
 ) -> Outcome:
     """Run every arm of every (selected) idea, then decide; in sequential mode, add seeds in
     looks for ideas still inconclusive, each look at its alpha-spending level. ``on_start(job)``
-    is called as each arm's training is launched, ``on_result(job, result)`` as it returns.
+    is called as each arm's training is launched, ``on_epochs(job, rows, epoch_ms)`` as its
+    per-epoch rows arrive (when the runner streams them), ``on_result(job, result)`` as it
+    returns.
     With ``tuning`` (``tune.tune``), tuned arms train their best tuning trial's configuration."""
     experiments = [e for e in apply_tuning(plan(spec), tuning) if ideas is None or e.idea in ideas]
     if not experiments:
@@ -96,8 +100,9 @@ def confirm(
     for look, alpha in enumerate(alphas, start=1):
         jobs = [ArmJob(e.idea, arm, cfg, tuple(seeds)) for e in experiments
                 if e.idea in open_ideas for arm, cfg in e.arms.items()]
-        for job, result in _run_deduplicated(runner, jobs, on_start):
-            results[job.idea][job.arm] = _merge(results[job.idea].get(job.arm), result)
+        for job, result in _run_deduplicated(runner, jobs, on_start, on_epochs):
+            kept = {k: v for k, v in result.items() if k != "epoch_ms"}  # the arm run has them
+            results[job.idea][job.arm] = _merge(results[job.idea].get(job.arm), kept)
             if on_result:
                 on_result(job, result)
         current = [e for e in experiments if e.idea in open_ideas]
@@ -141,9 +146,10 @@ def reanalyse(spec: ConfirmSpec, results: dict[str, dict[str, dict]],
 
 
 def _run_deduplicated(runner: Runner, jobs: list[ArmJob],
-                      on_start: Callable[[ArmJob], None] | None = None):
+                      on_start: Callable[[ArmJob], None] | None = None,
+                      on_epochs: Callable[[ArmJob, list, list[int]], None] | None = None):
     """Run each distinct (config, seeds) once and hand its result to every job that asked
-    (``on_start`` too: every job whose training is launched, twins included)."""
+    (``on_start`` and ``on_epochs`` too: every twin of the job that trains)."""
     unique: dict[str, ArmJob] = {}
     for job in jobs:
         unique.setdefault(job.key, job)
@@ -155,7 +161,12 @@ def _run_deduplicated(runner: Runner, jobs: list[ArmJob],
         for twin in by_key[job.key]:
             on_start(twin)
 
-    launched = runner(list(unique.values()), on_start=started if on_start else None)
+    def epochs(job: ArmJob, rows: list, epoch_ms: list[int]) -> None:
+        for twin in by_key[job.key]:
+            on_epochs(twin, rows, epoch_ms)
+
+    streams = {"on_epochs": epochs} if on_epochs else {}
+    launched = runner(list(unique.values()), on_start=started if on_start else None, **streams)
     for job, result in launched:
         for twin in by_key[job.key]:
             yield twin, result
@@ -222,10 +233,10 @@ def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Pa
                      meta: dict[str, Any] | None = None, stdout=sys.stdout) -> Outcome:
     """Run, print the verdict table on ``stdout``, write the report to ``out`` and, with a
     ``tracker``, one MLflow run per arm (tags: idea, arm, seeds; created as the arm's training
-    is launched) under a parent run holding the verdicts and the report. ``meta``: the run's
-    provenance for the report (default: ``provenance()`` of this process). With ``tuning``
-    (``tune.tune``), tuned arms train their best configuration and the tuning studies are
-    linked to the parent run (``log_tuning``)."""
+    is launched, its per-epoch metrics logged as they arrive) under a parent run holding the
+    verdicts and the report. ``meta``: the run's provenance for the report (default:
+    ``provenance()`` of this process). With ``tuning`` (``tune.tune``), tuned arms train their
+    best configuration and the tuning studies are linked to the parent run (``log_tuning``)."""
     meta = meta or provenance()
     arms = tuning.arms if tuning else None
     experiments = [e for e in apply_tuning(plan(spec), arms) if ideas is None or e.idea in ideas]
@@ -239,6 +250,11 @@ def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Pa
             arm_runs[job.idea, job.arm] = start_arm(tracker, job.idea, job.arm,
                                                     job.config.model_dump(), list(job.seeds))
 
+    def on_epochs(job: ArmJob, rows: list, epoch_ms: list[int]) -> None:
+        run_id = arm_runs.get((job.idea, job.arm))
+        if tracker is not None and run_id is not None:
+            log_arm_epochs(tracker, run_id, rows, epoch_ms)
+
     def on_result(job: ArmJob, result: dict) -> None:
         progress.arm(job, result)
         if tracker is not None:
@@ -246,7 +262,7 @@ def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Pa
 
     start = time.monotonic()
     outcome = confirm(spec, runner, ideas=ideas, on_result=on_result, on_start=on_start,
-                      tuning=arms)
+                      on_epochs=on_epochs if tracker is not None else None, tuning=arms)
     deciding = time.monotonic() - start
     if tracker is not None and tuning is not None:
         log_tuning(tracker, tuning)

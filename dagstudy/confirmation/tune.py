@@ -136,12 +136,14 @@ def _stored_differences(study: Any, spec: StudySpec) -> list[str]:
 
 
 def _run_or_reuse(spec: StudySpec, run_dir: str | os.PathLike | None, address: str | None,
-                  num_cpus: int | None, progress: Callable[[Status], None] | None) -> str:
+                  num_cpus: int | None, progress: Callable[[Status], None] | None,
+                  home: dict[str, Any] | None) -> str:
     url = storage_for(spec, run_dir).optuna
     try:
         study = load_study(spec.name, url)
     except KeyError:
-        run_study(spec, run_dir=run_dir, address=address, num_cpus=num_cpus, progress=progress)
+        run_study(spec, run_dir=run_dir, address=address, num_cpus=num_cpus, progress=progress,
+                  mlflow_home=home)
         return "ran"
     differ = _stored_differences(study, spec)
     if differ:
@@ -195,10 +197,14 @@ def tune(spec: ConfirmSpec, ideas: list[str] | None = None, *,
          run_dir: str | os.PathLike | None = None, address: str | None = None,
          num_cpus: int | None = None, device: str = "auto",
          progress: Callable[[Status], None] | None = None,
-         on_study: Callable[[str, str], None] | None = None) -> TuningRun:
+         on_study: Callable[[str, str], None] | None = None,
+         mlflow_parent: tuple[str, str] | None = None) -> TuningRun:
     """Run (or reuse) the tuning study of every tuned arm of the selected ideas, one after
     another through ``run_study`` (Ray: connected by the caller, else started per study), and
-    read each one's best trial. ``on_study(name, status)`` after each study."""
+    read each one's best trial. ``on_study(name, status)`` after each study.
+    ``mlflow_parent``: ``(experiment, run id)`` of the confirmation's MLflow run; a study run
+    here for the first time puts its runs in that experiment, its own run a child of that run
+    tagged with the ``IDEA/arm`` pairs it tunes (``dagstudy.tuned_for``)."""
     start = time.monotonic()
     arms: Tuning = {}
     used: dict[str, list[tuple[str, str]]] = {}
@@ -206,7 +212,13 @@ def tune(spec: ConfirmSpec, ideas: list[str] | None = None, *,
         owners = [(i, a) for i, a in study.owners if ideas is None or i in ideas]
         if not owners:
             continue
-        status = _run_or_reuse(study.spec, run_dir, address, num_cpus, progress)
+        home = None
+        if mlflow_parent is not None:
+            tuned_for = ",".join(f"{i}/{a}" for i, a in study.owners)
+            home = {"experiment": mlflow_parent[0],
+                    "tags": {"mlflow.parentRunId": mlflow_parent[1],
+                             "dagstudy.tuned_for": tuned_for}}
+        status = _run_or_reuse(study.spec, run_dir, address, num_cpus, progress, home)
         url = storage_for(study.spec, run_dir).optuna
         result = _arm_tuning(study.spec, url, status)
         load_study(name, url).set_user_attr("tuned_for", [f"{i}/{a}" for i, a in study.owners])

@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 
+from dagstudy.study.feed import STREAM_SECONDS, open_feed, take
 from dagstudy.study.rdb import error_line
 from dagstudy.study.spec import Resources
 from dagstudy.study.worker import train_job
@@ -31,24 +32,35 @@ PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
 
 def ray_runner(
     resources: Resources | None = None, device: str = "auto"
-) -> Callable[[list], Iterable[tuple[Any, dict[str, Any]]]]:
+) -> Callable[..., Iterable[tuple[Any, dict[str, Any]]]]:
     """A confirmation ``Runner`` over Ray tasks: every job launched at once (``on_start(job)``
-    just before each), each result yielded as it finishes. A job whose task raised, or whose
-    worker died twice, yields a ``TrialResult.crashed`` result with the reason. Connect Ray
-    first (``connect_ray``)."""
+    just before each), each result yielded as it finishes. With ``on_epochs(job, rows,
+    epoch_ms)`` the tasks' per-epoch rows arrive live through an ``EpochFeed``, taken every
+    ``STREAM_SECONDS`` while jobs run. A job whose task raised, or whose worker died twice,
+    yields a ``TrialResult.crashed`` result with the reason. Connect Ray first
+    (``connect_ray``)."""
     res = resources or Resources()
 
-    def run(jobs: list, on_start: Callable[[Any], None] | None = None
+    def run(jobs: list, on_start: Callable[[Any], None] | None = None,
+            on_epochs: Callable[[Any, list, list[int]], None] | None = None
             ) -> Iterable[tuple[Any, dict[str, Any]]]:
         opts = dict(num_cpus=res.cpus, num_gpus=res.gpu, max_retries=1)
+        feed = open_feed() if on_epochs is not None else None
         refs = {}
-        for job in jobs:
+        for index, job in enumerate(jobs):
             if on_start is not None:
                 on_start(job)
             refs[_train_job_task.options(**opts).remote(
-                job.config.model_dump(), list(job.seeds), device, max(1, int(res.cpus)))] = job
+                job.config.model_dump(), list(job.seeds), device, max(1, int(res.cpus)),
+                feed, index)] = job
         while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
+            ready, _ = ray.wait(list(refs), num_returns=1,
+                                timeout=STREAM_SECONDS if feed is not None else None)
+            if feed is not None:
+                for index, stamped in take(feed).items():
+                    on_epochs(jobs[index], [r for r, _ in stamped], [ms for _, ms in stamped])
+            if not ready:
+                continue
             job = refs.pop(ready[0])
             try:
                 result = ray.get(ready[0])

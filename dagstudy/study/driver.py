@@ -48,6 +48,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import ray
@@ -96,8 +97,11 @@ def study_tracker(study: optuna.Study, storage: Storage,
     attribute, as if the driver had created it. Other runs the driver did not create (after
     an MLflow outage, or for a trial that finished first) are linked in the study's user
     attributes (``mlflow_parent_run_id`` and ``mlflow_run_ids``, see
-    ``query.trial_run_id``); the links are read once here, not per trial."""
+    ``query.trial_run_id``); the links are read once here, not per trial. The study's
+    ``mlflow_home`` user attribute (``run_study``), when set, places its records in another
+    experiment under another run."""
     links = dict(study.user_attrs.get("mlflow_run_ids", {}))
+    home = study.user_attrs.get("mlflow_home", {})
 
     def link(number: int | None, run_id: str) -> None:
         if number is None:
@@ -116,7 +120,8 @@ def study_tracker(study: optuna.Study, storage: Storage,
     return Tracker(storage.mlflow, name, artifact_location=storage.artifacts,
                    parent_run_id=study.user_attrs.get("mlflow_parent_run_id"),
                    settings=study.user_attrs.get("spec"), spool=Spool(spool_dir(name, run_dir)),
-                   on_run_created=link, background=rdb is not None)
+                   on_run_created=link, background=rdb is not None,
+                   experiment=home.get("experiment"), run_tags=home.get("tags"))
 
 
 
@@ -168,6 +173,7 @@ def run_study(
     num_cpus: int | None = None,
     resume: bool = False,
     progress: Callable[[Status | str], None] | None = None,
+    mlflow_home: dict[str, Any] | None = None,
 ) -> optuna.Study:
     """Run (or with ``resume=True`` continue) ``spec`` to its budget; returns the study.
 
@@ -176,6 +182,11 @@ def run_study(
     study exists already (run) or does not (resume), another driver holds it (``lease``), or
     no node of the cluster can hold a trial's ``resources``. ``StopRequested`` after SIGTERM
     (running trials re-queued). See the module docstring for budget and failures.
+
+    ``mlflow_home`` (``{"experiment": NAME, "tags": {...}}``) puts a new study's MLflow records
+    in experiment NAME, its run tagged with ``tags`` (a tuning study nested under its
+    confirmation's run); kept in the study's ``mlflow_home`` user attribute, so ``resume`` and
+    ``sync`` write to the same place. A study that has a home keeps it.
     """
     storage = storage_for(spec, run_dir)
     try:
@@ -190,6 +201,8 @@ def run_study(
     except LeaseHeld as e:
         raise StudyError(str(e)) from None
     try:
+        if mlflow_home is not None and "mlflow_home" not in study.user_attrs:
+            study.set_user_attr("mlflow_home", mlflow_home)
         return _run_leased(spec, storage, study, rdb, lease, run_dir=run_dir, trials=trials,
                            address=address, num_cpus=num_cpus, resume=resume,
                            progress=progress)

@@ -1,7 +1,9 @@
 """The trial loop of one study's driver: ask, launch a Ray task, collect, tell, record.
 
 ``TrialLoop.run`` keeps up to ``max_concurrent`` trials in flight until the budget is met (see
-``driver`` for the budget, failures and re-queueing), renews the driver's lease
+``driver`` for the budget, failures and re-queueing), passes the per-epoch rows its workers
+send through an ``EpochFeed`` to the tracker at most every ``STREAM_SECONDS`` (live MLflow
+curves), renews the driver's lease
 (``lease.renew``) every ``lease.heartbeat_seconds()`` and stops, re-queueing what runs, when
 ``request_stop`` was called (SIGTERM) or the lease was lost.
 """
@@ -21,6 +23,7 @@ from pydantic import ValidationError
 
 from dagstudy.config import format_errors
 from dagstudy.memory import GIB
+from dagstudy.study.feed import STREAM_SECONDS, open_feed, take
 from dagstudy.study.lease import Lease, heartbeat_seconds, renew
 from dagstudy.study.progress import Status
 from dagstudy.study.rdb import error_line
@@ -33,6 +36,7 @@ from dagstudy.tracking.tracker import Tracker
 
 TrialState = optuna.trial.TrialState
 _train_trial_task = ray.remote(train_trial)
+
 
 
 class StopRequested(Exception):
@@ -91,6 +95,8 @@ class TrialLoop:
                        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
         self.requeued = sum(1 for t in trials if t.user_attrs.get("requeued"))
         self.best: tuple[float, int] | None = None  # (value, number), kept from outcomes
+        self.feed: ray.actor.ActorHandle | None = None  # made by ``run`` (Ray is up by then)
+        self.streamed = 0.0  # time.monotonic() of the last take
         for t in trials:
             if t.state == TrialState.COMPLETE:
                 self._note_best(t.value, t.number)
@@ -130,7 +136,7 @@ class TrialLoop:
         trial.set_user_attr("seeds", self.spec.seed_list)
         if run_id is not None:  # a background tracker links its runs itself
             trial.set_user_attr("mlflow_run_id", run_id)
-        job = TrialJob(self.storage.optuna, trial.number, config_dict, self.spec)
+        job = TrialJob(self.storage.optuna, trial.number, config_dict, self.spec, self.feed)
         res = self.spec.resources
         options: dict[str, Any] = dict(num_cpus=res.cpus, num_gpus=res.gpu, max_retries=1)
         if res.memory_gb is not None:
@@ -171,7 +177,7 @@ class TrialLoop:
         record = TrialRecord(number=trial.number, state=out.state, config=running.config,
                              params=trial.params, seeds=self.spec.seed_list, rows=out.rows,
                              result=out.result, objective=out.value, reason=out.reason,
-                             report_seconds=out.report_seconds)
+                             report_seconds=out.report_seconds, epoch_ms=out.epoch_ms)
         self._fill()  # launch the next trials before logging, so workers stay busy
         self.tracker.end_trial(running.run_id, record, out.figures)
 
@@ -197,11 +203,13 @@ class TrialLoop:
     def run(self) -> None:
         """Run to the budget; ``StopRequested`` after ``request_stop``, ``LeaseLost`` if
         another driver took the study (the caller re-queues what runs: ``interrupt``)."""
+        self.feed = open_feed()
         self._fill()
         while self.pending:
             if self.stop_requested:
                 raise StopRequested("stop requested (SIGTERM)")
             self._heartbeat()
+            self._stream()
             if self.progress:
                 self.progress(self.status())
             ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=1.0)
@@ -210,6 +218,14 @@ class TrialLoop:
             self._fill()
         if self.progress:
             self.progress(self.status())
+
+    def _stream(self) -> None:
+        """Hand the live rows that arrived to the tracker (at most every ``STREAM_SECONDS``)."""
+        if self.feed is None or time.monotonic() - self.streamed < STREAM_SECONDS:
+            return
+        self.streamed = time.monotonic()
+        for number, stamped in take(self.feed).items():
+            self.tracker.log_epochs(number, [r for r, _ in stamped], [ms for _, ms in stamped])
 
     def _heartbeat(self) -> None:
         if self.lease is not None and time.monotonic() - self.renewed >= self.heartbeat:

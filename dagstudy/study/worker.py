@@ -23,6 +23,7 @@ import torch
 
 from dagstudy.config import TrainConfig
 from dagstudy.memory import GIB, MemoryBudgetError, available_bytes, check
+from dagstudy.study.feed import FeedWriter
 from dagstudy.study.samplers import make_pruner
 from dagstudy.study.spec import Objective, Resources, StudySpec
 from dagstudy.study.storage import open_storage
@@ -36,12 +37,14 @@ DATA_FIELDS = ("dataset", "data_dir", "synthetic", "val_fraction", "test_fractio
 @dataclass(frozen=True)
 class TrialJob:
     """Everything a Ray task needs to train one trial: the Optuna storage URL, the trial's
-    number in the study ``spec.name``, its resolved ``TrainConfig`` (as a dict) and the spec."""
+    number in the study ``spec.name``, its resolved ``TrainConfig`` (as a dict), the spec and
+    the driver's ``feed`` for live per-epoch rows (``feed.EpochFeed``; None: none)."""
 
     storage: str
     trial_number: int
     config: dict[str, Any]
     spec: StudySpec
+    feed: Any = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,8 @@ class TrialOutcome:
     ``state``: ``COMPLETE``, ``PRUNED`` or ``FAIL``; ``value``: the objective (COMPLETE only);
     ``reason``: why it was pruned or failed; ``mean``, ``std``, ``per_seed``: the objective
     metric's final per-seed summary (when training returned); ``rows``: the trainer's per-epoch
-    rows so far; ``result``: ``TrialResult.to_dict()`` (when training returned);
+    rows so far, ``epoch_ms`` the wall-clock time (ms) each ended; ``result``:
+    ``TrialResult.to_dict()`` (when training returned);
     ``report_seconds``: time the worker spent reporting to Optuna and asking the pruner (None
     when the task returned nothing); ``recorded``: the worker wrote ``user_attrs()`` to the
     trial (else the driver does); ``figures``: the trial's PNG figures by file name,
@@ -66,6 +70,7 @@ class TrialOutcome:
     std: float | None = None
     per_seed: list[float | None] | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    epoch_ms: list[int] = field(default_factory=list)
     result: dict[str, Any] | None = None
     report_seconds: float | None = None
     recorded: bool = False
@@ -159,9 +164,11 @@ def _train_trial(job: TrialJob) -> TrialOutcome:
     rows: list[dict[str, Any]] = []
     reporting = [0.0]
     trial: optuna.Trial | None = None
+    writer = FeedWriter(job.feed, job.trial_number)
 
     def on_epoch(row: dict[str, Any]) -> None:
         rows.append(row)
+        writer.add(row)
         start = time.perf_counter()
         _report(trial, row, spec.objective, per_seed)
         prune = trial.should_prune()
@@ -195,7 +202,7 @@ def _train_trial(job: TrialJob) -> TrialOutcome:
         reason = f"{type(e).__name__}: {e} (at {Path(frame.filename).name}:{frame.lineno})"
         outcome = TrialOutcome(state="FAIL", reason=reason, rows=rows,
                                report_seconds=reporting[0])
-    return _recorded(trial, outcome)
+    return _recorded(trial, replace(outcome, epoch_ms=writer.epoch_ms))
 
 
 def _recorded(trial: optuna.Trial | None, outcome: TrialOutcome) -> TrialOutcome:
@@ -219,12 +226,16 @@ def memory_budget(resources: Resources) -> tuple[int, str]:
     return available_bytes(), "the memory available on this node"
 
 
-def train_job(config: dict[str, Any], seeds: list[int], device: str, threads: int) -> dict:
+def train_job(config: dict[str, Any], seeds: list[int], device: str, threads: int,
+              feed: Any = None, key: Any = None) -> dict:
     """``train(...).to_dict()`` of one configuration on ``seeds`` with ``threads`` torch
-    threads (``cluster.ray_runner``'s task)."""
+    threads (``cluster.ray_runner``'s task), plus ``epoch_ms``: the wall-clock time (ms) each
+    epoch ended. Each epoch's row goes to ``feed`` (``feed.EpochFeed``) under ``key``."""
     torch.set_num_threads(threads)
     cfg = TrainConfig(**config)
     dev = resolve_device(device)
-    return train(cfg, seeds, _data(cfg, seeds, dev), dev).to_dict()
+    writer = FeedWriter(feed, key)
+    result = train(cfg, seeds, _data(cfg, seeds, dev), dev, writer.add).to_dict()
+    return {**result, "epoch_ms": writer.epoch_ms}
 
 

@@ -80,6 +80,14 @@ def start_arm(tracker: Tracker, idea: str, arm: str, config: dict[str, Any],
 
 
 @_guarded
+def log_arm_epochs(tracker: Tracker, run_id: str, rows: list[dict[str, Any]],
+                   epoch_ms: list[int]) -> None:
+    """Live per-epoch rows of a running arm (each per-seed scalar's mean, step = epoch, at
+    ``epoch_ms``, when each epoch ended): the points ``end_arm`` logs again at the same times."""
+    tracker.log_batch(run_id, metrics=epoch_metrics(rows, epoch_ms))
+
+
+@_guarded
 def end_arm(tracker: Tracker, run_id: str | None, idea: str, arm: str,
             result: dict[str, Any]) -> str:
     """Complete an arm's run (``run_id`` None: create it now) with its per-epoch and final
@@ -89,7 +97,7 @@ def end_arm(tracker: Tracker, run_id: str | None, idea: str, arm: str,
         run_id = start_arm.__wrapped__(tracker, idea, arm, result["config"], result["seeds"])
     client = tracker.client
     rows = rows_from_result(result)
-    timestamps = epoch_timestamps(rows, end)
+    timestamps = epoch_timestamps(rows, end, result.get("epoch_ms"))
     metrics = epoch_metrics(rows, timestamps)
     for name in FINAL_METRICS:
         mean = result.get(name, {}).get("mean")
@@ -102,7 +110,8 @@ def end_arm(tracker: Tracker, run_id: str | None, idea: str, arm: str,
     log_seed_runs(client, tracker.experiment_id, run_id, name=f"{idea}/{arm}",
                   config=result["config"], seeds=result["seeds"], rows=rows,
                   timestamps=timestamps, result=result,
-                  start_ms=training_start_ms(rows, end), end_ms=end, status="FINISHED",
+                  start_ms=training_start_ms(rows, timestamps[-1] if timestamps else end),
+                  end_ms=end, status="FINISHED",
                   tags={"dagstudy.idea": idea, "dagstudy.arm": arm})
     if failed:
         client.set_tag(run_id, "failure_reason", "; ".join(r for r in result["reasons"] if r))

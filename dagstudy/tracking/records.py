@@ -30,7 +30,9 @@ class TrialRecord:
 
     ``state``: ``COMPLETE``, ``PRUNED`` or ``FAIL``; ``rows``: the trainer's per-epoch rows
     (``on_epoch``); ``result``: ``TrialResult.to_dict()`` when training returned, else None;
-    ``report_seconds``: the worker's time spent reporting to Optuna (None if it died).
+    ``report_seconds``: the worker's time spent reporting to Optuna (None if it died);
+    ``epoch_ms``: the wall-clock time (ms) each row's epoch ended, stamped by the worker (None:
+    records from before it did, rebuilt by ``epoch_timestamps``).
     """
 
     number: int
@@ -43,6 +45,7 @@ class TrialRecord:
     objective: float | None
     reason: str | None
     report_seconds: float | None
+    epoch_ms: list[int] | None = None
 
 
 def flat_params(prefix: str, value: Any) -> dict[str, str]:
@@ -96,11 +99,15 @@ def logged_per_epoch(name: str) -> bool:
     return name != "epoch" and not name.startswith("test_")
 
 
-def epoch_timestamps(rows: list[dict[str, Any]], end_ms: int) -> list[int]:
-    """Wall-clock ms of each row's epoch, from the trainer's elapsed ``seconds`` and
-    ``end_ms``, the time the results reached the driver (training ended by then): epoch ``e``
-    ended ``last seconds - seconds[e]`` before the last one. Increasing with the epoch, and
-    never before training started; rows without ``seconds`` get ``end_ms``."""
+def epoch_timestamps(rows: list[dict[str, Any]], end_ms: int,
+                     epoch_ms: list[int] | None = None) -> list[int]:
+    """Wall-clock ms of each row's epoch: ``epoch_ms`` when the worker stamped every row (the
+    times its live rows were logged at), else rebuilt from the trainer's elapsed ``seconds``
+    and ``end_ms``, the time the results reached the driver (training ended by then): epoch
+    ``e`` ended ``last seconds - seconds[e]`` before the last one. Increasing with the epoch,
+    and never before training started; rows without ``seconds`` get ``end_ms``."""
+    if epoch_ms and len(epoch_ms) == len(rows):
+        return list(epoch_ms)
     def seconds(row: dict[str, Any]) -> float | None:
         values = _finite(row.get("seconds") or [])
         return max(values) if values else None
@@ -114,8 +121,9 @@ def epoch_timestamps(rows: list[dict[str, Any]], end_ms: int) -> list[int]:
 
 
 def training_start_ms(rows: list[dict[str, Any]], end_ms: int) -> int:
-    """Wall-clock ms when training started: ``end_ms`` less the trainer's last elapsed
-    ``seconds`` (``end_ms`` itself when the rows have none)."""
+    """Wall-clock ms when training started: ``end_ms`` (when the last row's epoch ended, or
+    later) less the trainer's last elapsed ``seconds`` (``end_ms`` itself when the rows have
+    none)."""
     values = _finite(rows[-1].get("seconds") or []) if rows else []
     return end_ms - round(max(values) * 1000) if values else end_ms
 

@@ -1,5 +1,7 @@
-"""MLflow records of a study: one experiment per study, one parent run for the study, one nested
-child run per trial (tag ``mlflow.parentRunId``). Only the driver logs (``execute``).
+"""MLflow records of a study: one experiment per study (a tuning study's runs go to its
+confirmation's experiment instead, its run nested under the confirmation's: ``experiment``,
+``run_tags``), one parent run for the study, one nested child run per trial (tag
+``mlflow.parentRunId``). Only the driver logs (``study.driver``).
 
 The experiment is tagged ``mlflow.experimentKind = custom_model_development``, so MLflow 3
 opens it on its runs table (not the GenAI traces overview).
@@ -45,7 +47,6 @@ from typing import Any
 import optuna
 from mlflow.entities import Metric
 
-from dagstudy.ideas import ideas_touched
 from dagstudy.tracking.background import BackgroundLogger
 from dagstudy.tracking.client import (
     TrackingWarning,
@@ -53,21 +54,15 @@ from dagstudy.tracking.client import (
     server_healthy,
     short_http_retries,
 )
-from dagstudy.tracking.figures import figure_title, trial_figures
 from dagstudy.tracking.plots import plot_history, plot_importances
 from dagstudy.tracking.records import (
     TrialRecord,
-    config_hash,
-    config_params,
-    epoch_metrics,
-    epoch_timestamps,
-    final_metrics,
     flat_params,
-    training_start_ms,
     trial_run_id,
 )
-from dagstudy.tracking.seeds import log_batch, log_seed_runs
+from dagstudy.tracking.seeds import log_batch
 from dagstudy.tracking.spool import Spool
+from dagstudy.tracking.trial_runs import StudyRuns
 from dagstudy.urls import redact_url
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -77,10 +72,13 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 class Tracker:
     """One study's MLflow records (see the module docstring).
 
-    A new experiment stores its artifacts under ``artifact_location/<study>`` (None: the
-    tracking server decides). ``parent_run_id`` resumes an existing parent run; otherwise one
-    is created with the study's ``settings`` (the spec as JSON) as params (all but the search
-    space) and as ``study.json``.
+    The records go to the MLflow experiment ``experiment`` (default: named after the study);
+    a new experiment stores its artifacts under ``artifact_location/<experiment>`` (None: the
+    tracking server decides). ``run_tags`` are added to (or replace) the tags of the study's
+    run when it is created, e.g. ``mlflow.parentRunId`` to nest a tuning study under a
+    confirmation's run, or ``dagstudy.role``. ``parent_run_id`` resumes an existing parent
+    run; otherwise one is created with the study's ``settings`` (the spec as JSON) as params
+    (all but the search space) and as ``study.json``.
 
     MLflow outages: with a ``spool``, every finished trial's record is written there first and
     removed once uploaded, so nothing is lost while MLflow is unreachable. After a failed call
@@ -101,12 +99,15 @@ class Tracker:
                  spool: Spool | None = None,
                  on_run_created: Callable[[int | None, str], None] | None = None,
                  retry_seconds: float = 30.0, background: bool = False,
-                 queue_size: int = 256):
+                 queue_size: int = 256, experiment: str | None = None,
+                 run_tags: dict[str, str] | None = None):
         if background and spool is None:
             raise ValueError("Tracker: background=True needs a spool (records are written "
                              "there before their upload is queued)")
         self.uri = tracking_uri
         self.study = study
+        self.experiment = experiment or study
+        self._run_tags = run_tags or {}
         self.client = open_client(tracking_uri)
         self.experiment_id: str | None = None
         self.parent_run_id = parent_run_id
@@ -159,12 +160,12 @@ class Tracker:
         (each once)."""
         client = self.client
         if self.experiment_id is None:
-            experiment = client.get_experiment_by_name(self.study)
+            experiment = client.get_experiment_by_name(self.experiment)
             if experiment is None:
                 location = (self._artifact_location
-                            and f"{self._artifact_location.rstrip('/')}/{self.study}")
+                            and f"{self._artifact_location.rstrip('/')}/{self.experiment}")
                 experiment_id = client.create_experiment(
-                    self.study, artifact_location=location,
+                    self.experiment, artifact_location=location,
                     tags={"dagstudy.study": self.study, **EXPERIMENT_KIND})
             else:
                 experiment_id = experiment.experiment_id
@@ -177,7 +178,8 @@ class Tracker:
         if self.parent_run_id is not None:
             return
         run = client.create_run(self.experiment_id, run_name=self.study,
-                                tags={"dagstudy.study": self.study, "dagstudy.role": "study"})
+                                tags={"dagstudy.study": self.study, "dagstudy.role": "study",
+                                      **self._run_tags})
         self.parent_run_id = run.info.run_id
         if self.on_run_created is not None:
             self.on_run_created(None, self.parent_run_id)
@@ -192,24 +194,9 @@ class Tracker:
 
     # --- trials -------------------------------------------------------------------------------
 
-    def _create_trial_run(self, number: int, config: dict[str, Any],
-                          params: dict[str, Any]) -> str:
-        tags = {"mlflow.parentRunId": self.parent_run_id, "dagstudy.study": self.study,
-                "dagstudy.trial": number, "dagstudy.role": "trial",
-                "dagstudy.ideas": ",".join(ideas_touched(config)),
-                "dagstudy.sampled": ",".join(params), "dagstudy.config_hash": config_hash(config)}
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:04d}",
-                                     tags={k: str(v) for k, v in tags.items()})
-        return run.info.run_id
-
-    def _find_trial_run(self, number: int) -> str | None:
-        """The child run of trial ``number``, if one was created before (its creation may have
-        succeeded although the call that made it failed)."""
-        runs = self.client.search_runs(
-            [self.experiment_id], max_results=1,
-            filter_string=(f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' "
-                           f"and tags.`dagstudy.trial` = '{number}'"))
-        return runs[0].info.run_id if runs else None
+    def _runs(self) -> StudyRuns:
+        assert self.experiment_id is not None and self.parent_run_id is not None
+        return StudyRuns(self.client, self.experiment_id, self.parent_run_id, self.study)
 
     def start_trial(self, number: int, config: dict[str, Any],
                     params: dict[str, Any]) -> str | None:
@@ -221,7 +208,7 @@ class Tracker:
             self._logger.submit(lambda: self._start_reported(number, config, params),
                                 urgent=True)
             return None
-        return self._create_with_params(number, config, params) if self._ready() else None
+        return self._create_run(number, config, params) if self._ready() else None
 
     def _start_reported(self, number: int, config: dict[str, Any],
                         params: dict[str, Any]) -> None:
@@ -229,64 +216,43 @@ class Tracker:
         # have made it): creating one here too would give it two.
         if not self._ready() or number in self._ended or number in self._run_ids:
             return
-        run_id = self._create_with_params(number, config, params)
+        run_id = self._create_run(number, config, params)
         if run_id is not None:
             self._run_ids[number] = run_id
             if self.on_run_created is not None:
                 self.on_run_created(number, run_id)
 
-    def _create_with_params(self, number: int, config: dict[str, Any],
+    def _create_run(self, number: int, config: dict[str, Any],
                             params: dict[str, Any]) -> str | None:
-        run_id = None
         try:
             with short_http_retries():
-                run_id = self._create_trial_run(number, config, params)
-                self.log_batch(run_id, params=config_params(config))
+                return self._runs().create(number, config, params)
         except Exception as e:
             self._went_offline(e)
-        return run_id
+        return None
 
-    def _upload(self, run_id: str | None, record: TrialRecord, timestamp: int,
-                figures: dict[str, bytes]) -> str:
-        """Log a finished trial (idempotent: params, metrics with the fixed ``timestamp``, tags
-        and artifacts can be logged twice) and end its run; returns the run id. ``figures``:
-        the worker's PNGs by file name (rendered here when empty and the trial has rows)."""
-        if run_id is None:
-            run_id = self._find_trial_run(record.number) or self._create_trial_run(
-                record.number, record.config, record.params)
-        timestamps = epoch_timestamps(record.rows, timestamp)
-        metrics = epoch_metrics(record.rows, timestamps) + final_metrics(record, timestamp)
-        tags = {"dagstudy.state": record.state}
-        if record.reason:
-            tags["failure_reason"] = record.reason
-        self.log_batch(run_id, metrics=metrics, params=config_params(record.config), tags=tags)
-        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(record.state, "FAILED")
-        if record.seeds and (record.rows or record.result is not None):
-            log_seed_runs(self.client, self.experiment_id, run_id,
-                          name=f"trial-{record.number:04d}", config=record.config,
-                          seeds=record.seeds, rows=record.rows, timestamps=timestamps,
-                          result=record.result, start_ms=training_start_ms(record.rows, timestamp),
-                          end_ms=timestamp, status=status,
-                          tags={"dagstudy.study": self.study, "dagstudy.trial": record.number})
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            config = {"config": record.config, "params": record.params, "seeds": record.seeds}
-            (out / "config.json").write_text(json.dumps(config, indent=2))
-            results = record.result if record.result is not None else {"rows": record.rows}
-            (out / "results.json").write_text(json.dumps(results))
-            if not figures:
-                figures = trial_figures(record.rows, record.seeds,
-                                        figure_title(self.study, record.number, record.state))
-            for name, data in figures.items():
-                (out / name).write_bytes(data)
-            self.client.log_artifacts(run_id, tmp)
-        self.client.set_terminated(run_id, status=status)
-        return run_id
+    def log_epochs(self, number: int, rows: list[dict[str, Any]], epoch_ms: list[int]) -> None:
+        """Live per-epoch rows of running trial ``number`` (``study.feed``) to its run, so its
+        curves grow while it trains; ``epoch_ms``: when each row's epoch ended. Background
+        mode only; rows are dropped while MLflow is unreachable, before the trial's run
+        exists or after the trial ended: its upload logs every row at the same times."""
+        if self._logger is not None and rows:
+            self._logger.submit(lambda: self._log_epochs(number, rows, epoch_ms))
+
+    def _log_epochs(self, number: int, rows: list[dict[str, Any]], epoch_ms: list[int]) -> None:
+        run_id = self._run_ids.get(number)
+        if run_id is None or number in self._ended or self._offline_since is not None:
+            return
+        try:
+            with short_http_retries():
+                self._runs().log_epochs(run_id, rows, epoch_ms)
+        except Exception as e:
+            self._went_offline(e)
 
     def _upload_reported(self, run_id: str | None, record: TrialRecord, timestamp: int,
                          figures: dict[str, bytes]) -> None:
         run_id = run_id or self._run_ids.get(record.number)
-        uploaded = self._upload(run_id, record, timestamp, figures)
+        uploaded = self._runs().upload(run_id, record, timestamp, figures)
         self._run_ids[record.number] = uploaded
         if uploaded != run_id and self.on_run_created is not None:
             self.on_run_created(record.number, uploaded)

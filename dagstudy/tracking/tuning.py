@@ -1,7 +1,13 @@
-"""A tuned confirmation's MLflow records: each tuning study's runs (its own experiment, written by
-the study driver) tagged with the confirmation, ideas and arms it tuned and linked to the
-confirmation's parent run; and one ``tuning`` child run per tuned (idea, arm) under that parent
-run, holding the tuned hyperparameters, the best-so-far curve and the study's parent run id.
+"""A tuned confirmation's MLflow records: each tuning study's runs tagged with the confirmation,
+ideas and arms it tuned; and one ``tuning`` child run per tuned (idea, arm) under the
+confirmation's parent run, holding the tuned hyperparameters, the best-so-far curve and the
+study's run id.
+
+A tuning study that a confirmation runs for the first time writes its runs (by the study
+driver) into the confirmation's experiment, its study run a child of the confirmation's parent
+run and its trial runs children of that: the MLflow UI shows them nested under the
+confirmation. A study that existed before (reused, or made by hand) keeps its own experiment;
+its runs are found by their ``dagstudy.study`` tag in either place.
 
 Tags: ``dagstudy.confirmation`` (the confirmation's experiment), ``dagstudy.confirmation_run``
 (its parent run id), ``dagstudy.idea`` and ``dagstudy.arm`` (comma lists: one study can tune
@@ -37,16 +43,12 @@ def _owner_tags(tracker: Tracker, owners: list[tuple[str, str]]) -> dict[str, st
 
 
 def tag_study_runs(tracker: Tracker, study: str, owners: list[tuple[str, str]]) -> int:
-    """Tag every run of the tuning study's experiment (its parent run and one per trial) with
+    """Tag every run of the tuning study (its run, one per trial, one per seed) with
     the confirmation and the ``(idea, arm)`` pairs it tuned; returns the runs tagged."""
     if tracker.parent_run_id is None:
         return 0
-    client = tracker.client
     try:
-        experiment = client.get_experiment_by_name(study)
-        if experiment is None:
-            return 0
-        runs = client.search_runs([experiment.experiment_id], max_results=10_000)
+        runs = _study_runs(tracker, study)
         tags = _owner_tags(tracker, owners)
         for run in runs:
             tracker.log_batch(run.info.run_id, tags=tags)
@@ -56,13 +58,21 @@ def tag_study_runs(tracker: Tracker, study: str, owners: list[tuple[str, str]]) 
         return 0
 
 
+def _study_runs(tracker: Tracker, study: str, role: str | None = None) -> list:
+    """The runs tagged ``dagstudy.study = study`` (with ``role``: of that role) in the
+    confirmation's experiment and in the experiment named after the study."""
+    experiments = [tracker.experiment_id]
+    own = tracker.client.get_experiment_by_name(study)
+    if own is not None and own.experiment_id != tracker.experiment_id:
+        experiments.append(own.experiment_id)
+    where = f"tags.`dagstudy.study` = '{study}'"
+    if role is not None:
+        where += f" and tags.`dagstudy.role` = '{role}'"
+    return tracker.client.search_runs(experiments, filter_string=where, max_results=10_000)
+
+
 def _study_parent_run(tracker: Tracker, study: str) -> str | None:
-    experiment = tracker.client.get_experiment_by_name(study)
-    if experiment is None:
-        return None
-    runs = tracker.client.search_runs([experiment.experiment_id],
-                                      filter_string="tags.`dagstudy.role` = 'study'",
-                                      max_results=1)
+    runs = _study_runs(tracker, study, "study")
     return runs[0].info.run_id if runs else None
 
 
