@@ -232,6 +232,9 @@ def test_retrying_stops_after_retry_seconds_of_outage(sqlite_url, clock, monkeyp
     sqlalchemy.exc.OperationalError(  # the statement's parameters do not matter
         "INSERT", {"value": "data_dir does not exist"}, Exception("server closed the connection")),
     lost_connection(),
+    sqlalchemy.exc.PendingRollbackError(  # the next statement of a session whose connection died
+        "Can't reconnect until invalid transaction is rolled back.  Please rollback() fully "
+        "before proceeding"),
 ])
 def test_connection_losses(error):
     assert is_connection_loss(error)
@@ -245,6 +248,8 @@ def test_connection_losses(error):
     sqlalchemy.exc.OperationalError(None, None, Exception("fe_sendauth: no password supplied")),
     sqlalchemy.exc.OperationalError(None, None, Exception('FATAL:  database "x" does not exist')),
     sqlalchemy.exc.DBAPIError("SELECT 1", {}, Exception("bad"), connection_invalidated=False),
+    sqlalchemy.exc.PendingRollbackError("This Session's transaction has been rolled back due to "
+                                        "a previous exception during flush."),
     StorageInternalError("no cause"),
     UpdateFinishedTrialError("finished"),
     KeyError("no such trial"),

@@ -49,6 +49,18 @@ def study_data(name: str, **changes) -> dict:
     return data
 
 
+def _free_agent_port(mp: pytest.MonkeyPatch) -> None:
+    """Give the next local Ray's dashboard agent (which takes job submissions) a free port:
+    ``ray.init`` has no argument for it and always asks for 52365, which another Ray on this
+    machine (a parallel test worker's) may hold, leaving this one with no agent to submit to.
+    ``ray start`` has ``--dashboard-agent-listen-port`` for the same reason."""
+    from local_stack_util import free_port
+
+    make = ray._private.parameter.RayParams
+    mp.setattr(ray._private.parameter, "RayParams", lambda *args, **kwargs: make(
+        *args, **{"dashboard_agent_listen_port": free_port(), **kwargs}))
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray for the module; the venv first on PATH so Ray jobs find its ``python``."""
@@ -57,6 +69,7 @@ def cluster():
                     "RAY_ADDRESS"):
             mp.delenv(var, raising=False)
         mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        _free_agent_port(mp)
         ctx = ray.init(address="local", num_cpus=2, include_dashboard=True,
                        dashboard_host="127.0.0.1", dashboard_port=0, log_to_driver=False,
                        logging_level="WARNING")

@@ -52,6 +52,11 @@ def add_parsers(sub) -> None:
     p.set_defaults(run=_cmd_dashboard)
 
 
+JOBS_OFF = ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+"""The environment variable that keeps MLflow's GenAI job runner (two Huey processes, ~2.5 s
+more to start) out of the UI: dagstudy runs no MLflow jobs."""
+
+
 def ui_command(storage: Storage, port: int = 5000, host: str = "127.0.0.1",
                workers: int = 1) -> list[str]:
     """The ``mlflow ui`` command for a local store: bound to ``host`` with ``workers`` server
@@ -80,6 +85,7 @@ def _cmd_ui(args) -> int:
           f"{redact_url(storage.mlflow)}); it answers once MLflow has loaded, Ctrl-C stops it",
           flush=True)
     command = ui_command(storage, args.port, args.host, args.workers)
+    os.environ.setdefault(*JOBS_OFF)
     os.execv(command[0], command)  # the UI replaces this process: signals reach it directly
 
 

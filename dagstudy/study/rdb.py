@@ -119,9 +119,15 @@ def check_retry_seconds(seconds: float) -> float:
 def is_connection_loss(error: BaseException) -> bool:
     """Whether ``error`` (or, for Optuna's ``StorageInternalError``, its cause) says the
     connection to the database was lost or could not be made, except refusals that waiting
-    cannot fix (``REFUSALS``: wrong password, no such database or role)."""
+    cannot fix (``REFUSALS``: wrong password, no such database or role). SQLAlchemy's
+    "Can't reconnect until invalid transaction is rolled back" counts as lost too: it is what
+    a session says on its next statement after its connection died inside a transaction (Optuna
+    catches the first error in ``_get_trials`` and retries the query without a rollback); the
+    session is rolled back before ``StorageInternalError`` is raised, so the retry succeeds."""
     if isinstance(error, optuna.exceptions.StorageInternalError):
         error = error.__cause__
+    if isinstance(error, sqlalchemy.exc.PendingRollbackError):
+        return "reconnect until invalid transaction" in str(error)
     if not isinstance(error, sqlalchemy.exc.DBAPIError):
         return False
     if any(refusal in str(error.orig).lower() for refusal in REFUSALS):

@@ -17,6 +17,8 @@
 # Env (optional): PGPORT=5432 MLFLOW_DB=mlflow MLFLOW_AUTH_DB=mlflow_auth
 #                 MLFLOW_AUTH_ADMIN_USERNAME=admin MLFLOW_AUTH_DEFAULT_PERMISSION=READ
 #                 MLFLOW_ARTIFACTS_DESTINATION=/data/mlflow-artifacts MLFLOW_PORT=5000
+#                 MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false (MLflow's GenAI job runner: two
+#                 extra Huey processes that dagstudy never uses)
 # Extra arguments are passed on to `mlflow server` (e.g. --workers 8).
 set -eu
 
@@ -57,6 +59,7 @@ admin_password = ${MLFLOW_AUTH_ADMIN_PASSWORD}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 INI
 export MLFLOW_AUTH_CONFIG_PATH="$auth_dir/basic_auth.ini"
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 
 exec mlflow server \
     --app-name basic-auth \

@@ -250,8 +250,11 @@ INI
         export MLFLOW_FLASK_SERVER_SECRET_KEY
     fi
     # setsid: its own process group, so down.sh can stop the server and its workers together.
-    # The password reaches it through PGPASSWORD (exported above), not the URI.
-    setsid env "${MLFLOW_ENV[@]}" "$MLFLOW" server "${MLFLOW_ARGS[@]}" \
+    # The password reaches it through PGPASSWORD (exported above), not the URI. MLflow's job
+    # runner (GenAI jobs, two extra Huey processes) is off unless asked for: dagstudy uses none.
+    setsid env "${MLFLOW_ENV[@]}" \
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}" \
+        "$MLFLOW" server "${MLFLOW_ARGS[@]}" \
         --backend-store-uri "$MLFLOW_DB_URL" \
         --artifacts-destination "$ARTIFACTS" \
         --host "$HOST" --port "$MLFLOW_PORT" --workers 2 \
