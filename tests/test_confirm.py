@@ -90,16 +90,25 @@ def test_first_degrading_depth():
     assert first_degrading_depth([0.9, 0.92, 0.93], [2, 4, 8], 0.02) is None
 
 
-def test_sequential_mode_adds_seeds_only_to_open_ideas():
-    spec, outcome = run(
-        {"OPT-FULLBATCH": dict(treatment={"lr": 5.0}),
-         "OPT-JITTER": dict(treatment={"lr": 0.051}, margin=1e-4)},
-        seeds=6, sequential=dict(enabled=True, looks=2, add_seeds=4),
-    )
+def test_sequential_mode_adds_seeds_only_to_open_ideas(tmp_path):
+    """Through ``run_confirmation`` (what ``dagstudy confirm`` runs): the progress rows of a
+    later look are on every look's seeds (an arm of look 2 never meets look 1's other arm)."""
+    import io
+
+    from dagstudy.confirmation.run import run_confirmation
+
+    spec = ConfirmSpec(name="test", base=BASE, seeds=6, n_resamples=2000,
+                       sequential=dict(enabled=True, looks=2, add_seeds=4), ideas={
+                           "OPT-FULLBATCH": dict(treatment={"lr": 5.0}),
+                           "OPT-JITTER": dict(treatment={"lr": 0.051}, margin=1e-4)})
+    rows = io.StringIO()
+    outcome = run_confirmation(spec, None, local_runner("cpu"), tmp_path, stdout=rows)
     seeds = {v.name: v.seeds for v in outcome.verdicts}
     assert outcome.looks == 2
     assert seeds["OPT-JITTER"] == 10
     assert np.isfinite([v.p for v in outcome.verdicts]).all()
+    jitter = [line for line in rows.getvalue().splitlines() if line.startswith("OPT-JITTER:")]
+    assert [line.split(" on ")[1].split()[0] for line in jitter] == ["6", "10"]
 
 
 def test_confirm_cli_end_to_end_with_mlflow(tmp_path, capsys):

@@ -186,7 +186,8 @@ def _arm_value(result: dict, metric: str) -> str:
 class Progress:
     """Arms done / total with ETA on stderr (each arm's final value of its idea's metric);
     each idea's row on ``rows`` (stdout) as soon as its arms are in (unadjusted p: Holm needs
-    every idea), then the final table."""
+    every idea), then the final table. In sequential mode the row is printed again after each
+    look, on the seeds of every look so far, once every arm has them."""
 
     def __init__(self, experiments: list[Experiment], spec: ConfirmSpec, rows=sys.stdout):
         self.rows = rows
@@ -208,14 +209,15 @@ class Progress:
                   f"{job.arm}: {shown}", file=sys.stderr, flush=True)
         exp = self.experiments[job.idea]
         arms = self.results[job.idea]
-        arms[job.arm] = result
-        if len(arms) == len(exp.arms):
+        arms[job.arm] = _merge(arms.get(job.arm), result)
+        seeds = {tuple(r["seeds"]) for r in arms.values()}
+        if len(arms) == len(exp.arms) and len(seeds) == 1:
             a = analyse(exp, arms, self.spec)
             r = a.raw
             print(f"{job.idea}: {a.metric} control {r.control_mean:.4f} treatment "
                   f"{r.treatment_mean:.4f} diff {r.diff:+.4f} [{r.ci_low:+.4f}, {r.ci_high:+.4f}]"
-                  f" d_z {r.d_z:.2f} p {r.p:.3g} (unadjusted; verdicts after all ideas)",
-                  file=self.rows, flush=True)
+                  f" d_z {r.d_z:.2f} p {r.p:.3g} on {len(seeds.pop())} seeds (unadjusted; "
+                  "verdicts after all ideas)", file=self.rows, flush=True)
 
 
 def log_tuning(tracker: Tracker, tuning: TuningRun) -> None:
