@@ -4,9 +4,11 @@ from this process while a study runs, and a Ray job submission."""
 
 import copy
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -63,7 +65,13 @@ def _free_agent_port(mp: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A local Ray for the module; the venv first on PATH so Ray jobs find its ``python``."""
+    """A local Ray for the module; the venv first on PATH so Ray jobs find its ``python``.
+
+    Its own temp dir: a Ray job's driver finds its cluster through the address file in the
+    temp dir (``RAY_ADDRESS=auto``), and the default ``/tmp/ray`` names the Ray started last on
+    the machine, which may be a parallel test worker's. (Short path: Ray's socket paths must
+    fit in 107 characters.)"""
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     with pytest.MonkeyPatch.context() as mp:
         for var in ("DAGSTUDY_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI", "DAGSTUDY_HOME",
                     "RAY_ADDRESS"):
@@ -72,9 +80,10 @@ def cluster():
         _free_agent_port(mp)
         ctx = ray.init(address="local", num_cpus=2, include_dashboard=True,
                        dashboard_host="127.0.0.1", dashboard_port=0, log_to_driver=False,
-                       logging_level="WARNING")
+                       logging_level="WARNING", _temp_dir=temp_dir)
         yield {"gcs": ctx.address_info["gcs_address"], "dashboard": f"http://{ctx.dashboard_url}"}
         ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
