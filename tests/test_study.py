@@ -373,7 +373,8 @@ def test_submit_to_local_cluster(cluster, run_dir, tmp_path):
     path = tmp_path / "submitted.yaml"
     path.write_text(yaml.safe_dump(study_data("submitted", epochs=1, budget={"trials": 2},
                                               search={"lr": [1.0e-2]})))
-    job_id = submit(path, cluster["dashboard"], run_dir=str(run_dir))
+    # This machine may run another Ray (a parallel test worker's): name the job's cluster.
+    job_id = submit(path, cluster["dashboard"], run_dir=str(run_dir), ray_address=cluster["gcs"])
     client = JobSubmissionClient(cluster["dashboard"])
     deadline = time.monotonic() + 180
     while (status := client.get_job_status(job_id)) not in {

@@ -120,19 +120,21 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray unless connected already: ``address`` (or ``RAY_ADDRESS``, as inside a
-    Ray job) joins a cluster and ships this ``dagstudy`` package to its workers; otherwise a
+    Ray job) joins a cluster and ships this ``dagstudy`` package to its workers (inside a Ray job,
+    ``DAGSTUDY_RAY_ADDRESS``, set by ``submit(..., ray_address=)``, comes first); otherwise a
     new local instance starts on 127.0.0.1 only (never silently an unrelated ``ray start``
     one) with ``num_cpus`` (default: this machine's). Returns True when this call started or
     joined Ray (the caller then calls ``ray.shutdown()``)."""
     if ray.is_initialized():
         return False
     quiet = dict(log_to_driver=False, logging_level="WARNING")
+    job_address = os.environ.get(JOB_RAY_ADDRESS)  # inside a job: its runtime env applies
     if address:
         env = {k: os.environ[k] for k in SHIPPED_ENV if k in os.environ}
         ray.init(address=address, runtime_env={"py_modules": [PACKAGE_DIR], "env_vars": env},
                  **quiet)
-    elif os.environ.get("RAY_ADDRESS"):
-        ray.init(**quiet)
+    elif job_address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=job_address, **quiet)
     else:
         _start_local_ray(num_cpus, **quiet)
     return True
@@ -156,15 +158,24 @@ class ClusterTooSmall(ValueError):
     """The study asks more per trial than any node of the cluster has."""
 
 
+JOB_RAY_ADDRESS = "DAGSTUDY_RAY_ADDRESS"
+"""The GCS address a submitted job's driver joins, when the submitter gave one: Ray's job
+supervisor sets ``RAY_ADDRESS=auto``, which finds *a* Ray on the head's machine (the one whose
+address file or process it sees first), not necessarily the one that runs the job when a
+machine runs several."""
+
+
 def job_submission(study_file: str | os.PathLike, workdir: Path, *,
-                   run_dir: str | None = None, trials: int | None = None) -> dict[str, Any]:
+                   run_dir: str | None = None, trials: int | None = None,
+                   ray_address: str | None = None) -> dict[str, Any]:
     """``JobSubmissionClient.submit_job`` arguments that run ``study_file`` on a cluster.
 
     The study file is copied into ``workdir`` (the job's ``working_dir``) and the ``dagstudy``
     package travels as a ``py_modules`` entry; the cluster's Python must have the
     dependencies. The job's driver runs ``python -m dagstudy.cli run`` on the head node and
     joins the cluster through ``RAY_ADDRESS``; storage resolves there, from the study's
-    ``storage`` section or the head node's environment or ``run_dir``.
+    ``storage`` section or the head node's environment or ``run_dir``. ``ray_address``
+    (the cluster's GCS address) makes the driver join exactly that Ray (``JOB_RAY_ADDRESS``).
     """
     source = Path(study_file)
     shutil.copy(source, workdir / source.name)
@@ -174,13 +185,15 @@ def job_submission(study_file: str | os.PathLike, workdir: Path, *,
     if trials:
         entrypoint += f" --trials {trials}"
     package = PACKAGE_DIR
-    return {"entrypoint": entrypoint,
-            "runtime_env": {"working_dir": str(workdir), "py_modules": [package]},
+    runtime_env: dict[str, Any] = {"working_dir": str(workdir), "py_modules": [package]}
+    if ray_address:
+        runtime_env["env_vars"] = {JOB_RAY_ADDRESS: ray_address}
+    return {"entrypoint": entrypoint, "runtime_env": runtime_env,
             "metadata": {"dagstudy_study": source.stem}}
 
 
 def submit(study_file: str | os.PathLike, address: str, *, run_dir: str | None = None,
-           trials: int | None = None) -> str:
+           trials: int | None = None, ray_address: str | None = None) -> str:
     """Submit ``study_file`` as a Ray job to the cluster whose dashboard is ``address``
     (``http://HEAD:8265``); returns the job id. See ``job_submission``. Ray's "no available
     agent" answer (the head's job agent still starting) is retried for up to
@@ -188,7 +201,8 @@ def submit(study_file: str | os.PathLike, address: str, *, run_dir: str | None =
     from ray.job_submission import JobSubmissionClient
 
     with tempfile.TemporaryDirectory() as tmp:
-        kwargs = job_submission(study_file, Path(tmp), run_dir=run_dir, trials=trials)
+        kwargs = job_submission(study_file, Path(tmp), run_dir=run_dir, trials=trials,
+                                ray_address=ray_address)
         client = JobSubmissionClient(address)
         deadline = time.monotonic() + SUBMIT_RETRY_SECONDS
         while True:
