@@ -67,10 +67,9 @@ def _free_agent_port(mp: pytest.MonkeyPatch) -> None:
 def cluster():
     """A local Ray for the module; the venv first on PATH so Ray jobs find its ``python``.
 
-    Its own temp dir: a Ray job's driver finds its cluster through the address file in the
-    temp dir (``RAY_ADDRESS=auto``), and the default ``/tmp/ray`` names the Ray started last on
-    the machine, which may be a parallel test worker's. (Short path: Ray's socket paths must
-    fit in 107 characters.)"""
+    Its own temp dir, so its session files and address file never mix with another Ray's on
+    this machine (a parallel test worker's); a short path, as Ray's socket paths must fit in
+    107 characters. Its job is submitted with its GCS address (``submit(ray_address=)``)."""
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     with pytest.MonkeyPatch.context() as mp:
         for var in ("DAGSTUDY_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI", "DAGSTUDY_HOME",

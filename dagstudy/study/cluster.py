@@ -96,7 +96,8 @@ def _start_local_ray(num_cpus: int | None, **kwargs: Any) -> None:
     picks, and picks the machine's outward address whenever its cluster mode is on (Linux's
     default). Its single-machine mode keeps the node on loopback; Ray reads that mode from
     ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` in each process it starts, and from a constant this
-    process imported already, so both are set for the duration of the start.
+    process imported already, so both are set for the duration of the start. A start that
+    times out is tried again once (``START_ATTEMPTS``).
     """
     from ray._private import ray_constants
 
@@ -105,8 +106,16 @@ def _start_local_ray(num_cpus: int | None, **kwargs: Any) -> None:
     os.environ[LOOPBACK_ENV] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 _node_ip_address="127.0.0.1", _system_config=LOCAL_SYSTEM_CONFIG, **kwargs)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                ray.init(address="local", num_cpus=num_cpus or os.cpu_count(),
+                         include_dashboard=False, _node_ip_address="127.0.0.1",
+                         _system_config=LOCAL_SYSTEM_CONFIG, **kwargs)
+                return
+            except Exception as e:  # Ray waits a fixed 30 s for its raylet to register
+                if attempt == START_ATTEMPTS or "timed out during startup" not in str(e):
+                    raise
+                ray.shutdown()
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved_flag
         if saved_env is None:
@@ -116,6 +125,10 @@ def _start_local_ray(num_cpus: int | None, **kwargs: Any) -> None:
 
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+START_ATTEMPTS = 2
+"""Starts of a local Ray tried when the first "timed out during startup": Ray gives its raylet a
+fixed 30 s to register with the GCS, which a machine whose cores are all busy can miss."""
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
