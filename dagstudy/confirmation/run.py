@@ -252,9 +252,9 @@ def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Pa
             arm_runs[job.idea, job.arm] = start_arm(tracker, job.idea, job.arm,
                                                     job.config.model_dump(), list(job.seeds))
 
-    def on_epochs(job: ArmJob, rows: list, epoch_ms: list[int]) -> None:
+    def on_epochs(job: ArmJob, rows: list, epoch_ms: list[int]) -> None:  # with a tracker only
         run_id = arm_runs.get((job.idea, job.arm))
-        if tracker is not None and run_id is not None:
+        if run_id is not None:
             log_arm_epochs(tracker, run_id, rows, epoch_ms)
 
     def on_result(job: ArmJob, result: dict) -> None:

@@ -212,16 +212,16 @@ def tune(spec: ConfirmSpec, ideas: list[str] | None = None, *,
         owners = [(i, a) for i, a in study.owners if ideas is None or i in ideas]
         if not owners:
             continue
+        tuned_for = [f"{i}/{a}" for i, a in study.owners]
         home = None
         if mlflow_parent is not None:
-            tuned_for = ",".join(f"{i}/{a}" for i, a in study.owners)
             home = {"experiment": mlflow_parent[0],
                     "tags": {"mlflow.parentRunId": mlflow_parent[1],
-                             "dagstudy.tuned_for": tuned_for}}
+                             "dagstudy.tuned_for": ",".join(tuned_for)}}
         status = _run_or_reuse(study.spec, run_dir, address, num_cpus, progress, home)
         url = storage_for(study.spec, run_dir).optuna
         result = _arm_tuning(study.spec, url, status)
-        load_study(name, url).set_user_attr("tuned_for", [f"{i}/{a}" for i, a in study.owners])
+        load_study(name, url).set_user_attr("tuned_for", tuned_for)
         for idea, arm in owners:
             arms.setdefault(idea, {})[arm] = result
         used[name] = owners

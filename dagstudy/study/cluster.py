@@ -57,8 +57,8 @@ def ray_runner(
             ready, _ = ray.wait(list(refs), num_returns=1,
                                 timeout=STREAM_SECONDS if feed is not None else None)
             if feed is not None:
-                for index, stamped in take(feed).items():
-                    on_epochs(jobs[index], [r for r, _ in stamped], [ms for _, ms in stamped])
+                for index, (rows, epoch_ms) in take(feed).items():
+                    on_epochs(jobs[index], rows, epoch_ms)
             if not ready:
                 continue
             job = refs.pop(ready[0])

@@ -49,17 +49,20 @@ def open_feed(limit: int = 100_000) -> ray.actor.ActorHandle:
     return EpochFeed.remote(limit)
 
 
-def take(feed: ray.actor.ActorHandle, timeout: float = 10.0) -> dict[Any, list[tuple[Row, int]]]:
-    """The rows that arrived since the last take, by key, each with its epoch's end time in ms;
-    empty when the feed does not answer within ``timeout`` seconds (the rows are not lost:
-    every task returns them too)."""
+def take(feed: ray.actor.ActorHandle,
+         timeout: float = 10.0) -> dict[Any, tuple[list[Row], list[int]]]:
+    """The rows that arrived since the last take, by key: ``(rows, epoch_ms)``, each row's
+    epoch end time in ms beside it; empty when the feed does not answer within ``timeout``
+    seconds (the rows are not lost: every task returns them too)."""
     try:
         items = ray.get(feed.take.remote(), timeout=timeout)
     except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
         return {}
-    out: dict[Any, list[tuple[Row, int]]] = {}
+    out: dict[Any, tuple[list[Row], list[int]]] = {}
     for key, row, ms in items:
-        out.setdefault(key, []).append((row, ms))
+        rows, epoch_ms = out.setdefault(key, ([], []))
+        rows.append(row)
+        epoch_ms.append(ms)
     return out
 
 

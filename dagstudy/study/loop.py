@@ -224,8 +224,8 @@ class TrialLoop:
         if self.feed is None or time.monotonic() - self.streamed < STREAM_SECONDS:
             return
         self.streamed = time.monotonic()
-        for number, stamped in take(self.feed).items():
-            self.tracker.log_epochs(number, [r for r, _ in stamped], [ms for _, ms in stamped])
+        for number, (rows, epoch_ms) in take(self.feed).items():
+            self.tracker.log_epochs(number, rows, epoch_ms)
 
     def _heartbeat(self) -> None:
         if self.lease is not None and time.monotonic() - self.renewed >= self.heartbeat:
