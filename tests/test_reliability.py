@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import pytest
 import ray
+import sqlalchemy
 import yaml
 
 from dagstudy.confirmation.loader import load_spec as load_confirmation
@@ -277,10 +278,13 @@ def test_resume_while_the_driver_runs_is_refused_and_loses_nothing(tmp_path, no_
     url = storage_for(None, run_dir).optuna
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        names = optuna.get_all_study_names(url) if Path(run_dir, "optuna.db").exists() else []
-        if "busy" in names and optuna.load_study(study_name="busy", storage=url).user_attrs.get(
-                "dagstudy.driver"):
-            break
+        try:  # the driver may still be creating the schema (SQLite raises, it does not wait)
+            names = optuna.get_all_study_names(url) if Path(run_dir, "optuna.db").exists() else []
+            if "busy" in names and optuna.load_study(study_name="busy",
+                                                     storage=url).user_attrs.get("dagstudy.driver"):
+                break
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+            pass
         time.sleep(0.5)
     second = dagstudy("resume", "busy", "--run-dir", run_dir)
     one_line_error(second, "being run by another driver", "since")
