@@ -104,6 +104,12 @@ class TrainConfig(StrictModel):
                          "node for dag/fanin, the last block otherwise)")
     bias_init: float = Field(0.0, description="initial bias of every hidden node (negative "
                              "values kill neurons at init)")
+    init_scale: float = Field(1.0, gt=0.0, le=10.0, description="every initial weight (hidden "
+                              "and readout) times this; GRAD-FLOOR's planted setting: 0.01")
+    init_duplicates: float = Field(
+        0.0, ge=0.0, le=0.5, description="fraction of each hidden block's nodes that start as "
+        "exact copies (incoming, bias, outgoing) of others of the block; OPT-JITTER's planted "
+        "setting; dense topologies only")
 
     # --- training ---------------------------------------------------------------------------
     loss: str = Field("ce", description="training loss (ce: cross-entropy; mse: squared error "
@@ -166,6 +172,9 @@ class TrainConfig(StrictModel):
     def _check(self) -> TrainConfig:
         if self.topology == "fanin" and self.fanin is None:
             raise ValueError("fanin: required (>= 1) when topology is 'fanin'")
+        if self.init_duplicates > 0 and self.topology == "fanin":
+            raise ValueError("init_duplicates: needs a dense topology (layered, residual, "
+                             "residual-norm, dag); a fanin node's mask is its own")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction: must be < 1")
         default_lr = TrainConfig.model_fields["lr"].default

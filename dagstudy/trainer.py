@@ -81,7 +81,9 @@ def build_model(config: TrainConfig, d_in: int, n_classes: int, seeds: list[int]
     floor = None
     if config.grad_floor > 0:
         floor = GradFloor(config.grad_floor, config.grad_floor_hysteresis)
-    return DagNet(topo, n_classes, seeds, bias_init=config.bias_init, grad_floor=floor)
+    return DagNet(topo, n_classes, seeds, bias_init=config.bias_init,
+                  init_scale=config.init_scale, duplicates=config.init_duplicates,
+                  grad_floor=floor)
 
 
 def _nan_to_none(x: float) -> float | None:

@@ -165,3 +165,21 @@ def test_corollaries_file_plans_all_fourteen_ideas():
     spec = load_spec(Path(__file__).resolve().parents[1] / "studies" / "corollaries.yaml")
     # every built-in idea, plus user-defined ones (OPT-LAYERSCALE-FIXED-L)
     assert set(IDEA_IDS) <= set(spec.ideas) and spec.seeds >= 10
+    # built-in IDs take their registry defaults: the file no longer states them
+    assert spec.ideas["OPT-FISTA"].metric == "log10_train_loss"
+    assert spec.ideas["OPT-STOP"].co_primary.metric == "epochs"
+    assert spec.ideas["OPT-JITTER"].settings is not None  # the planted spread sweep
+
+
+def test_builtin_ideas_take_registry_defaults_that_the_file_can_override():
+    arms = {"control": {"optimizer": "fullbatch-ista"}, "treatment": {"optimizer": "fista"}}
+    spec = ConfirmSpec(name="d", ideas={
+        "OPT-FISTA": arms, "OPT-FULLBATCH": {**arms, "margin": 0.3, "diagnostics": []},
+        "MY-IDEA": {"treatment": {"width": 64}}})
+    fista, full, mine = (spec.ideas[k] for k in ("OPT-FISTA", "OPT-FULLBATCH", "MY-IDEA"))
+    assert (fista.metric, fista.higher_is_better, fista.margin) == (
+        "log10_train_loss", False, pytest.approx(0.0969))
+    assert fista.diagnostics == ["lipschitz", "momentum"]
+    assert fista.secondary_metrics == ["passes_to:train_loss:0.01"]
+    assert (full.metric, full.margin, full.diagnostics) == ("log10_train_loss", 0.3, [])
+    assert (mine.metric, mine.margin, mine.diagnostics) == ("test_accuracy", 0.01, [])

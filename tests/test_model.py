@@ -11,6 +11,7 @@ from dagstudy.model.topology import build_topology
 TOPOLOGIES = [
     ("layered", None, "random"),
     ("residual", None, "random"),
+    ("residual-norm", None, "random"),
     ("dag", None, "random"),
     ("fanin", 3, "random"),
     ("fanin", 3, "nearest"),
@@ -75,6 +76,18 @@ def test_residual_adds_identity_skips():
     buf = net.hidden(x)
     h0 = torch.relu(x @ net.weights[0][0].T + net.biases[0][0])
     h1 = torch.relu(h0 @ net.weights[1][0].T + net.biases[1][0]) + h0
+    torch.testing.assert_close(buf[..., 4:7], h0)
+    torch.testing.assert_close(buf[..., 7:10], h1)
+
+
+def test_residual_norm_reads_its_predecessor_through_a_layer_norm():
+    topo = build_topology("residual-norm", 4, 3, 2, [0])
+    net = DagNet(topo, 2, [0], dtype=torch.float64)
+    x = torch.randn(1, 8, 4, dtype=torch.float64)
+    buf = net.hidden(x)
+    norm = nn.LayerNorm(3, elementwise_affine=False, dtype=torch.float64)
+    h0 = torch.relu(x @ net.weights[0][0].T + net.biases[0][0])
+    h1 = torch.relu(norm(h0) @ net.weights[1][0].T + net.biases[1][0]) + h0
     torch.testing.assert_close(buf[..., 4:7], h0)
     torch.testing.assert_close(buf[..., 7:10], h1)
 

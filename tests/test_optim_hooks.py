@@ -63,18 +63,6 @@ def test_jitter_scales_each_neurons_step_by_its_multiplier(data):
         torch.testing.assert_close(jittered, m * plain, rtol=1e-4, atol=1e-7)
 
 
-def _duplicate(model: DagNet, block: int, src: int, dst: int) -> None:
-    """Make node ``dst`` of ``block`` an exact copy of ``src``: incoming and outgoing weights."""
-    with torch.no_grad():
-        model.weights[block][:, dst] = model.weights[block][:, src]
-        model.biases[block][:, dst] = model.biases[block][:, src]
-        start = model.topo.block_start(block)
-        for (param, _, col_src), (_, _, col_dst) in zip(
-            model.consumers(start + src), model.consumers(start + dst)
-        ):
-            param[:, :, col_dst] = param[:, :, col_src]
-
-
 def _cosine(model: DagNet, block: int, a: int, b: int) -> torch.Tensor:
     rows = torch.cat([model.weights[block], model.biases[block].unsqueeze(-1)], -1).detach()
     return torch.nn.functional.cosine_similarity(rows[:, a], rows[:, b], dim=-1)
@@ -84,13 +72,45 @@ def test_jitter_pushes_identical_neurons_apart(data):
     cos = {}
     for spread in (0.0, 0.5):
         model, problem, variant = make(data, "sgd", jitter_spread=spread)
-        _duplicate(model, block=0, src=0, dst=1)
-        assert torch.all(_cosine(model, 0, 0, 1) > 1 - 1e-6)  # float32 rounding
+        model.plant_duplicates(1 / 8)  # node 7 of each block: a copy of node 0
+        assert torch.all(_cosine(model, 0, 0, 7) > 1 - 1e-6)  # float32 rounding
         for _ in range(4):
             variant.run_pass(problem)
-        cos[spread] = _cosine(model, 0, 0, 1)
+        cos[spread] = _cosine(model, 0, 0, 7)
     assert torch.all(cos[0.0] > 1 - 1e-6), cos[0.0]  # without jitter they stay identical
     assert torch.all(cos[0.5] < 1 - 1e-3), cos[0.5]
+
+
+def test_planted_duplicates_stay_duplicates_under_training_unless_jitter_separates_them():
+    pairs = {}
+    for spread in (0.0, 0.5):
+        config = SMALL.model_copy(update={"epochs": 3, "init_duplicates": 0.25, "lr": 0.01,
+                                          "jitter_spread": spread})
+        pairs[spread] = train(config, [0, 1], load_data(config, [0, 1], CPU), CPU).curves[
+            "duplicate_pairs"]
+    assert pairs[0.0] == [[4.0, 4.0]] * 3  # 2 pairs in each of 2 blocks, all 3 epochs
+    assert all(n < 4 for n in pairs[0.5][-1]), pairs[0.5]
+
+
+def test_plant_duplicates_copies_incoming_and_outgoing_weights_so_outputs_match():
+    model = build_model(SMALL, 64, 10, [0, 1])
+    model.plant_duplicates(0.5)
+    buf = model.hidden(torch.randn(2, 16, 64))
+    for k in range(SMALL.depth):
+        start = model.topo.block_start(k)
+        torch.testing.assert_close(buf[..., start : start + 4], buf[..., start + 4 : start + 8])
+        for param, _, col in model.consumers(start):
+            torch.testing.assert_close(param[..., col], param[..., col + 4])
+    with pytest.raises(ValueError, match="init_duplicates: needs a dense topology"):
+        TrainConfig(topology="fanin", fanin=4, init_duplicates=0.25)
+
+
+def test_init_scale_multiplies_every_initial_weight():
+    plain = build_model(SMALL, 64, 10, [3])
+    small = build_model(SMALL.model_copy(update={"init_scale": 0.01}), 64, 10, [3])
+    for a, b in zip(plain.parameters(), small.parameters()):
+        if a.dim() == 3:  # weights; biases keep bias_init
+            torch.testing.assert_close(b, 0.01 * a)
 
 
 # --------------------------------------------------------------------------- GRAD-FLOOR

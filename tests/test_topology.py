@@ -18,7 +18,7 @@ def reads(topo, k: int) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("kind", ["layered", "residual", "dag", "fanin"])
+@pytest.mark.parametrize("kind", ["layered", "residual", "residual-norm", "dag", "fanin"])
 @pytest.mark.parametrize("width", [1, WIDTH])
 def test_no_node_reads_itself_or_later(kind, width):
     topo = build_topology(kind, D_IN, width, DEPTH, SEEDS, fanin=2)
@@ -62,7 +62,7 @@ def test_dag_reads_every_prior_node(width):
         assert r[..., : topo.block_start(k)].all()
 
 
-@pytest.mark.parametrize("kind", ["layered", "residual"])
+@pytest.mark.parametrize("kind", ["layered", "residual", "residual-norm"])
 def test_layered_reads_only_previous_block(kind):
     topo = build_topology(kind, D_IN, WIDTH, DEPTH, SEEDS)
     assert reads(topo, 0)[..., :D_IN].all() and reads(topo, 0).sum(-1).eq(D_IN).all()

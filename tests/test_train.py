@@ -91,7 +91,7 @@ def test_bad_input_is_one_line_naming_the_option(argv, names, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and names in err
     if "--topology" in argv and "ring" in argv:
-        assert "allowed: layered, residual, dag, fanin" in err
+        assert "allowed: layered, residual, residual-norm, dag, fanin" in err
 
 
 def test_console_script_runs_as_a_process():

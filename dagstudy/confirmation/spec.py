@@ -2,7 +2,8 @@
 overrides of one base), optionally several settings of that base (``SettingsSpec``), the seeds,
 the test and the sequential design.
 
-Idea IDs are those of the registry ``dagstudy.ideas`` or any other ID (``IDEA_ID``), which is
+Idea IDs are those of the registry ``dagstudy.ideas``, whose ``defaults`` (metric, margin,
+diagnostics, ...) fill every field the file leaves out, or any other ID (``IDEA_ID``), which is
 then *user-defined*: the file says everything about it (arms, metric, margin) and the report and
 MLflow mark it so; ``loader.load_spec`` reads a file into a ``ConfirmSpec``.
 """
@@ -163,6 +164,16 @@ class ConfirmSpec(StrictModel):
         seq = self.sequential
         extra = (seq.looks - 1) * seq.add_seeds if seq.enabled else 0
         return verdict_seed_range(self.first_seed, self.seeds, extra)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _builtin_defaults(cls, raw: Any) -> Any:
+        """A built-in idea's ``defaults`` under every field its entry does not state."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("ideas"), dict):
+            return raw
+        ideas = {k: {**IDEAS[k].defaults, **v} if k in IDEAS and isinstance(v, dict) else v
+                 for k, v in raw["ideas"].items()}
+        return {**raw, "ideas": ideas}
 
     @model_validator(mode="after")
     def _known_ideas(self) -> ConfirmSpec:

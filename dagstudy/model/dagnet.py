@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from dagstudy.model.grad_floor import FlooredReadout, GradFloor
-from dagstudy.model.topology import Topology
+from dagstudy.model.topology import Topology, layer_norm, layer_norm_backward
 
 
 class PrefixStack(torch.autograd.Function):
@@ -46,7 +46,10 @@ class PrefixStack(torch.autograd.Function):
         active = torch.empty(S, B, topo.depth * w, dtype=torch.bool, device=x.device)
         for k, blk in enumerate(topo.blocks):
             W, b = wb[2 * k], wb[2 * k + 1]
-            z = torch.baddbmm(b.unsqueeze(1), buf[..., blk.lo : blk.hi], W.transpose(1, 2))
+            x_k = buf[..., blk.lo : blk.hi]
+            if topo.normed and k > 0:
+                x_k = layer_norm(x_k)[0]
+            z = torch.baddbmm(b.unsqueeze(1), x_k, W.transpose(1, 2))
             active[..., k * w : (k + 1) * w] = z > 0
             h = z.clamp_(min=0)
             if topo.residual and k > 0:
@@ -71,6 +74,9 @@ class PrefixStack(torch.autograd.Function):
                 g[..., blk.hi - w : blk.hi] += gh
             gz = gh * active[..., k * w : (k + 1) * w]
             W, x = wb[2 * k], buf[..., blk.lo : blk.hi]
+            normed = topo.normed and k > 0
+            if normed:
+                x, sigma = layer_norm(x)
             if ctx.needs_input_grad[3 + 2 * k]:
                 grads[2 * k] = (torch.bmm(gz.transpose(1, 2), x) if floor is None
                                 else floor.weight_grad(k, gz, x))
@@ -81,7 +87,10 @@ class PrefixStack(torch.autograd.Function):
             if lo < blk.hi:
                 if floor is not None:
                     W = floor.input_weight(W, blk.mask)
-                g[..., lo : blk.hi].baddbmm_(gz, W[..., lo - blk.lo :])
+                if normed:  # reads block k-1 only: no input columns
+                    g[..., lo : blk.hi] += layer_norm_backward(x, sigma, torch.bmm(gz, W))
+                else:
+                    g[..., lo : blk.hi].baddbmm_(gz, W[..., lo - blk.lo :])
         gx = g[..., : topo.d_in] if ctx.needs_input_grad[0] else None
         return (gx, None, None, *grads)
 
@@ -96,6 +105,8 @@ class DagNet(nn.Module):
         seeds: list[int],
         *,
         bias_init: float = 0.0,
+        init_scale: float = 1.0,
+        duplicates: float = 0.0,
         dtype: torch.dtype = torch.float32,
         grad_floor: GradFloor | None = None,
     ):
@@ -114,7 +125,8 @@ class DagNet(nn.Module):
         n_read = topo.n_columns - topo.readout_lo
         self.out_weight = nn.Parameter(torch.zeros(S, n_classes, n_read, dtype=dtype))
         self.out_bias = nn.Parameter(torch.zeros(S, n_classes, dtype=dtype))
-        self.reset_parameters()
+        self.reset_parameters(init_scale)
+        self.plant_duplicates(duplicates)
 
     @property
     def n_seeds(self) -> int:
@@ -129,8 +141,9 @@ class DagNet(nn.Module):
         return self.weights[k] if m is None else self.weights[k] * m
 
     @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """He init by each node's actual (mask-aware) fan-in; LeCun init for the readout.
+    def reset_parameters(self, scale: float = 1.0) -> None:
+        """He init by each node's actual (mask-aware) fan-in; LeCun init for the readout; every
+        weight times ``scale`` (GRAD-FLOOR's planted setting: weights near zero).
 
         Seed ``s`` draws from its own generator, so its initial weights do not depend on which
         other seeds share the population.
@@ -142,14 +155,38 @@ class DagNet(nn.Module):
                 fan = self.topo.fan_in(k)[min(i, self.topo.fan_in(k).shape[0] - 1)]
                 std = (2.0 / fan.clamp(min=1)).sqrt().unsqueeze(-1)
                 noise = torch.randn(W.shape[1:], generator=gen, dtype=torch.float64)
-                W[i] = (noise * std.double()).to(W.dtype)
+                W[i] = (noise * std.double() * scale).to(W.dtype)
                 m = self.mask(k)
                 if m is not None:
                     W[i] *= m[i]
             W = self.out_weight
             noise = torch.randn(W.shape[1:], generator=gen, dtype=torch.float64)
-            W[i] = (noise / math.sqrt(W.shape[2])).to(W.dtype)
+            W[i] = (noise * scale / math.sqrt(W.shape[2])).to(W.dtype)
             self.out_bias[i] = 0.0
+
+    @torch.no_grad()
+    def plant_duplicates(self, fraction: float) -> None:
+        """Make the last ``round(fraction * width)`` nodes of every block exact copies of its
+        first ones (``fraction`` <= 0.5): same incoming weights and bias, and the same weight in
+        every consumer (later blocks, readout). Such a pair gets identical gradients, so updates
+        that treat neurons alike never separate it: OPT-JITTER's planted mechanism. Dense
+        topologies only (a fan-in mask differs per node)."""
+        w = self.topo.width
+        m = round(fraction * w)
+        if m == 0:
+            return
+        if not 0 < fraction <= 0.5 or any(b.mask is not None for b in self.topo.blocks):
+            raise ValueError(f"duplicates: needs 0 <= fraction <= 0.5 and a dense topology "
+                             f"(got {fraction}, {self.topo.kind})")
+        for k in range(self.topo.depth):
+            self.weights[k][:, w - m :] = self.weights[k][:, :m]
+            self.biases[k][:, w - m :] = self.biases[k][:, :m]
+        for k in range(self.topo.depth):
+            start = self.topo.block_start(k)
+            for t in range(m):
+                copy, original = self.consumers(start + w - m + t), self.consumers(start + t)
+                for (param, _, c_copy), (_, _, c_orig) in zip(copy, original):
+                    param[..., c_copy] = param[..., c_orig]
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """The prefix buffer ``[S, B, n_columns]``: inputs, then every hidden node's output."""

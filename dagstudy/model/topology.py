@@ -8,6 +8,10 @@ column, so no node ever reads itself or a later node, optionally through a 0/1 m
 Topologies (IDs used in configs and study files):
 - ``layered``: block 0 reads the inputs, block k reads block k-1 only (a plain MLP).
 - ``residual``: ``layered`` plus an identity skip from block k-1 to block k (k >= 1).
+- ``residual-norm``: ``residual`` whose block k >= 1 reads block k-1 through a parameter-free
+  layer norm over its ``width`` nodes (a pre-norm residual MLP: the skip keeps the raw value, so
+  the branch input stays at unit scale however large the sum grows). Same parameters as
+  ``residual``; DAG-DENSE's normalised residual control.
 - ``dag``: every block reads the inputs and every earlier block (DagNN, DAG-DENSE).
 - ``fanin``: every node reads N prior nodes (DAG-FANIN), clipped to what exists:
   ``wiring="random"`` draws them per node from the seed, ``wiring="nearest"`` takes the N
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-TOPOLOGIES = ("layered", "residual", "dag", "fanin")
+TOPOLOGIES = ("layered", "residual", "residual-norm", "dag", "fanin")
 FANIN_WIRINGS = ("random", "nearest")
 READOUTS = ("auto", "all", "last")
 
@@ -51,7 +55,13 @@ class Topology:
 
     @property
     def residual(self) -> bool:
-        return self.kind == "residual"
+        """Block k >= 1 adds block k-1's value to its ReLU output (an identity skip)."""
+        return self.kind in ("residual", "residual-norm")
+
+    @property
+    def normed(self) -> bool:
+        """Block k >= 1 reads block k-1 through a layer norm (``layer_norm``)."""
+        return self.kind == "residual-norm"
 
     def block_start(self, k: int) -> int:
         """First buffer column owned by block ``k``."""
@@ -94,7 +104,7 @@ def build_topology(
     """Build the wiring for every seed of a population (masks differ by seed for random fan-in).
 
     ``readout="auto"`` reads all hidden nodes for ``dag``/``fanin`` and the last block for
-    ``layered``/``residual``.
+    ``layered`` and both residual kinds.
     """
     if kind not in TOPOLOGIES:
         raise ValueError(f"topology: unknown {kind!r} (allowed: {', '.join(TOPOLOGIES)})")
@@ -111,7 +121,7 @@ def build_topology(
     for k in range(depth):
         hi = d_in + k * width
         lo, mask = 0, None
-        if kind in ("layered", "residual") and k > 0:
+        if kind in ("layered", "residual", "residual-norm") and k > 0:
             lo = hi - width
         elif kind == "fanin" and wiring == "nearest":
             lo = max(0, hi - fanin)
@@ -119,9 +129,26 @@ def build_topology(
             mask = torch.stack([_random_mask(hi, width, fanin, s, k) for s in seeds])
         blocks.append(Block(lo, hi, mask))
     if readout == "auto":
-        readout = "last" if kind in ("layered", "residual") else "all"
+        readout = "all" if kind in ("dag", "fanin") else "last"
     readout_lo = d_in + (depth - 1) * width if readout == "last" else d_in
     return Topology(kind, d_in, width, depth, tuple(blocks), readout_lo)
+
+
+NORM_EPS = 1e-5
+"""Added to the variance inside ``layer_norm`` (as ``torch.nn.LayerNorm``'s default)."""
+
+
+def layer_norm(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x - mean) / sigma`` over the last dim and ``sigma = sqrt(var + NORM_EPS)`` (biased
+    variance, kept dim): the ``residual-norm`` branch input, no affine parameters."""
+    mean = x.mean(-1, keepdim=True)
+    sigma = (x.var(-1, unbiased=False, keepdim=True) + NORM_EPS).sqrt()
+    return (x - mean) / sigma, sigma
+
+
+def layer_norm_backward(xn: torch.Tensor, sigma: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Gradient through ``layer_norm``: from ``g = dL/dxn`` to ``dL/dx``."""
+    return (g - g.mean(-1, keepdim=True) - xn * (g * xn).mean(-1, keepdim=True)) / sigma
 
 
 def hops_to_inputs(topo: Topology, seed_index: int = 0) -> torch.Tensor:
