@@ -1,4 +1,5 @@
-"""The trainer: ``train(config, seeds, data, device, on_epoch) -> TrialResult``.
+"""The trainer: ``train(config, seeds, data, device, on_epoch) -> TrialResult``, and
+``train_packed`` for several configurations in one population (``dagstudy.packing``).
 
 A pure function of its arguments: it knows nothing of Ray, Optuna or MLflow. One call trains a
 population of ``len(seeds)`` independently initialised networks at once (seed ``s`` decides its
@@ -28,13 +29,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from dagstudy import diagnostics
+from dagstudy import diagnostics, packing
 from dagstudy.config import TrainConfig
 from dagstudy.data.sources import load_raw
 from dagstudy.data.splits import SplitData, make_splits
@@ -48,6 +49,7 @@ from dagstudy.problem import Problem
 from dagstudy.revival import POLICIES
 
 EpochCallback = Callable[[dict[str, Any]], None]
+PackEpochCallback = Callable[[dict[int, dict[str, Any]]], Iterable[int]]
 FINAL_METRICS = ("train_loss", "val_loss", "val_accuracy", "test_accuracy")
 
 
@@ -73,7 +75,10 @@ def load_data(config: TrainConfig, seeds: list[int], device: torch.device) -> Sp
     )
 
 
-def build_model(config: TrainConfig, d_in: int, n_classes: int, seeds: list[int]) -> DagNet:
+def build_model(config: TrainConfig, d_in: int, n_classes: int, seeds: list[int],
+                members: list[TrainConfig] | None = None) -> DagNet:
+    """The population of ``config`` on ``seeds``; with ``members`` (a pack), ``seeds`` repeats
+    once per member and each seed row takes its member's initialisation scalars."""
     topo = build_topology(
         config.topology, d_in, config.width, config.depth, seeds,
         fanin=config.fanin, wiring=config.fanin_wiring, readout=config.readout,
@@ -81,8 +86,10 @@ def build_model(config: TrainConfig, d_in: int, n_classes: int, seeds: list[int]
     floor = None
     if config.grad_floor > 0:
         floor = GradFloor(config.grad_floor, config.grad_floor_hysteresis)
-    return DagNet(topo, n_classes, seeds, bias_init=config.bias_init,
-                  init_scale=config.init_scale, duplicates=config.init_duplicates,
+    n = len(seeds) // len(members) if members else len(seeds)
+    init = {f: packing.per_seed(members, n, f) if members else getattr(config, f)
+            for f in packing.MODEL_FIELDS}
+    return DagNet(topo, n_classes, seeds, **init, duplicates=config.init_duplicates,
                   grad_floor=floor)
 
 
@@ -220,19 +227,51 @@ def train(
     ``on_epoch(row)`` is called after every epoch with ``row["epoch"]`` and each metric's
     per-seed list; it may raise (e.g. to prune), which ends the call.
     """
+    def each(rows: dict[int, dict[str, Any]]) -> list[int]:
+        if on_epoch is not None:
+            on_epoch(rows[0])
+        return []
+
+    return train_packed([config], seeds, data, device, each)[0]
+
+
+def train_packed(
+    configs: list[TrainConfig],
+    seeds: list[int],
+    data: SplitData,
+    device: torch.device | str,
+    on_epoch: PackEpochCallback | None = None,
+) -> list[TrialResult]:
+    """Train configurations that may share a pack (``packing.check_pack``) as one population
+    of ``len(configs) * len(seeds)`` networks, member ``k`` being ``configs[k]`` on ``seeds``
+    (``data`` split for ``seeds``); one ``TrialResult`` per member, each what ``train`` returns
+    for it alone.
+
+    ``on_epoch(rows)`` is called after every epoch with ``{k: row}`` for the members still
+    training and returns the members to end now (pruned): their weights stop changing and their
+    result ends at this epoch.
+    """
+    packing.check_pack(configs)
     device = torch.device(device)
     if data.n_seeds != len(seeds):
         raise ValueError(f"data was split for {data.n_seeds} seeds, but {len(seeds)} seeds given")
     start = time.perf_counter()
-    model = build_model(config, data.d_in, data.n_classes, seeds).to(device)
+    config, K, n = configs[0], len(configs), len(seeds)
+    data = data.tiled(K)
+    model = build_model(config, data.d_in, data.n_classes, seeds * K,
+                        configs if K > 1 else None).to(device)
     loss_fn = LOSSES[config.loss]
     problem = Problem(model, data, loss_fn, config.batch_size, chunk_size=config.chunk_size,
                       jitter_spread=config.jitter_spread)
-    variant = VARIANTS[config.optimizer](problem.params, config.lr, config.optimizer_hp())
+    members = [(c.lr, c.optimizer_hp()) for c in configs for _ in seeds]
+    variant = VARIANTS[config.optimizer](problem.params, config.lr, config.optimizer_hp(),
+                                         members)
     policy = POLICIES[config.revival](config.revival_hp())
-    S = len(seeds)
+    S = K * n
     status, reasons = ["ok"] * S, [None] * S
-    recorder = _Recorder()
+    recorders = [_Recorder() for _ in configs]
+    training = {k: slice(k * n, (k + 1) * n) for k in range(K)}  # members not ended
+    ended_at: dict[int, int] = {}
     best_val = torch.full((S,), -1.0)
     best_epoch = [0] * S
     stop = StopRule(S, config.stop_ratio, config.stop_patience, config.overfit_gap)
@@ -263,31 +302,41 @@ def train(
         improved = val_acc.cpu() > best_val
         best_val = torch.where(improved, val_acc.cpu(), best_val)
         best_epoch = [epoch if imp else b for imp, b in zip(improved.tolist(), best_epoch)]
-        row = recorder.add(metrics)
-        row["epoch"] = epoch
-        if on_epoch is not None:
-            on_epoch(row)
+        rows = {}
+        for k, sl in training.items():
+            rows[k] = recorders[k].add({m: v[sl] for m, v in metrics.items()})
+            rows[k]["epoch"] = epoch
+        for k in on_epoch(rows) if on_epoch is not None else []:
+            ended_at[k] = epoch
+            problem.alive[training.pop(k)] = False
         if not bool(problem.alive.any()):
             break
-        if config.stop_on_ratio and all(
-            e is not None for e, st in zip(stop.rule_epoch, status) if st == "ok"
-        ):
+        live = [i for sl in training.values() for i in range(S)[sl] if status[i] == "ok"]
+        if config.stop_on_ratio and all(stop.rule_epoch[i] is not None for i in live):
             break
 
-    curves = recorder.curves
-    stopped = [epoch] * S
+    common = dict(device=str(device), wall_seconds=time.perf_counter() - start,
+                  params=model.param_count(), flops_per_example=model.flops_per_example(),
+                  mean_hops=[float(hops_to_inputs(model.topo, i).mean()) for i in range(n)])
+    return [_member_result(c, seeds, recorders[k].curves, ended_at.get(k, epoch),
+                           slice(k * n, (k + 1) * n), status, reasons, best_epoch, stop, common)
+            for k, c in enumerate(configs)]
+
+
+def _member_result(config: TrainConfig, seeds: list[int], curves: dict[str, list[list]],
+                   last: int, sl: slice, status: list[str], reasons: list[str | None],
+                   best_epoch: list[int], stop: StopRule, common: dict[str, Any]) -> TrialResult:
+    """Member ``sl`` of a population as a ``TrialResult``, trained for ``last`` epochs."""
+    status, reasons, rule = status[sl], reasons[sl], stop.rule_epoch[sl]
+    stopped = [last] * len(seeds)
     if config.stop_on_ratio:
-        stopped = [e if e is not None and st == "ok" else epoch
-                   for e, st in zip(stop.rule_epoch, status)]
+        stopped = [e if e is not None and st == "ok" else last for e, st in zip(rule, status)]
     final = {m: [curves[m][e - 1][i] for i, e in enumerate(stopped)] for m in FINAL_METRICS}
     return TrialResult(
-        config=config.model_dump(), seeds=list(seeds), device=str(device), final=final,
-        curves=curves, status=status, reasons=reasons, epochs=epoch,
-        wall_seconds=time.perf_counter() - start, params=model.param_count(),
-        flops_per_example=model.flops_per_example(), best_val_epoch=best_epoch,
-        mean_hops=[float(hops_to_inputs(model.topo, i).mean()) for i in range(S)],
-        stop_epoch=stopped, stop_rule_epoch=stop.rule_epoch, overfit_epoch=stop.overfit_epoch,
-    )
+        config=config.model_dump(), seeds=list(seeds), final=final, curves=curves,
+        status=status, reasons=reasons, epochs=last, best_val_epoch=best_epoch[sl],
+        stop_epoch=stopped, stop_rule_epoch=rule, overfit_epoch=stop.overfit_epoch[sl],
+        **common)
 
 
 def _mark_diverged(

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("problem",),
     ("optim", "revival"),
     ("config",),
-    ("diagnostics", "memory"),
+    ("diagnostics", "memory", "packing"),
     ("trainer",),
     ("tracking",),
     ("study",),

@@ -446,14 +446,14 @@ def cluster(loopback_ray):
 def train_tasks(dashboard: str, **filters) -> list:
     return [t for t in list_tasks(address=dashboard, detail=True, raise_on_missing_output=False,
                                   filters=[(k, "=", v) for k, v in filters.items()])
-            if t.name.endswith("train_trial")]
+            if t.name.endswith("train_pack")]
 
 
 def executing_trial(pid: int) -> bool:
     """Whether Ray worker ``pid`` runs a trial now (not what the state API said a second ago):
     Ray titles a worker process by the task it executes."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::train_trial")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::train_pack")
     except OSError:
         return False
 

@@ -105,8 +105,8 @@ def _corrupt_seed_0(monkeypatch, how: str) -> None:
     """Make the network of seed 0 (wherever it sits in the population) broken."""
     import dagstudy.trainer
 
-    def build(config, d_in, n_classes, seeds):
-        model = build_model(config, d_in, n_classes, seeds)
+    def build(config, d_in, n_classes, seeds, members=None):
+        model = build_model(config, d_in, n_classes, seeds, members)
         if 0 in seeds:
             with torch.no_grad():
                 i = seeds.index(0)
@@ -169,3 +169,41 @@ def test_bad_optimizer_input_is_one_line_naming_the_option(argv, flag, capsys):
     assert main(["train", "--epochs", "1", "--quiet", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and flag in err
+
+
+@pytest.mark.parametrize(("optimizer", "members"), [
+    ("sgd", [(0.1, {"momentum": 0.9, "weight_decay": 1e-3}), (0.03, {}),
+             (0.05, {"momentum": 0.5})]),
+    ("sgd", [(0.1, {"momentum": 0.9, "nesterov": True}), (0.02, {"momentum": 0.3,
+                                                                 "nesterov": True})]),
+    ("adam", [(1e-3, {}), (3e-3, {"beta1": 0.8, "beta2": 0.99, "weight_decay": 1e-3}),
+              (1e-2, {"eps": 1e-6})]),
+])
+def test_per_seed_minibatch_variants_follow_torch_optim_for_each_seed(optimizer, members):
+    """Each seed of one population with its own hyperparameters steps exactly as the torch
+    optimizer with that seed's scalars (float64: the rules are equal, only rounding differs)."""
+    torch.manual_seed(0)
+    cls = VARIANTS[optimizer]
+    weights = torch.randn(len(members), 5, 4, dtype=torch.float64)
+    ours = torch.nn.Parameter(weights.clone())
+    shared = cls.Params(**members[0][1])  # what members may not vary (nesterov) is shared
+    variant = cls([ours], 0.0, shared, [(lr, cls.Params(**hp)) for lr, hp in members])
+    theirs = [torch.nn.Parameter(w.clone()) for w in weights]
+    names = {"beta1": None, "beta2": None}
+    opts = []
+    for p, (lr, hp) in zip(theirs, members):
+        kwargs = {k: v for k, v in hp.items() if k not in names}
+        if optimizer == "adam":
+            kwargs["betas"] = (hp.get("beta1", 0.9), hp.get("beta2", 0.999))
+            opts.append(torch.optim.Adam([p], lr=lr, foreach=False, **kwargs))
+        else:
+            opts.append(torch.optim.SGD([p], lr=lr, foreach=False, **kwargs))
+    for _ in range(6):
+        grads = torch.randn_like(weights)
+        ours.grad = grads.clone()
+        variant.step()
+        for p, g, opt in zip(theirs, grads, opts):
+            p.grad = g.clone()
+            opt.step()
+    torch.testing.assert_close(ours.detach(), torch.stack([p.detach() for p in theirs]),
+                               rtol=1e-12, atol=1e-12)

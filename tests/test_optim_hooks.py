@@ -177,7 +177,7 @@ def test_problem_update_records_each_weights_last_direction_for_hysteresis(data)
     idx = next(problem.batches())
     problem.backward(idx)
     before = [w.detach().clone() for w in [*model.weights, model.out_weight]]
-    problem.update(variant.opt.step)
+    problem.update(variant.step)
     for key, (w, b) in enumerate(zip([*model.weights, model.out_weight], before)):
         assert torch.equal(floor.last_sign[key], (w.detach() - b).sign())
 

@@ -44,7 +44,7 @@ def trial_workers() -> list[int]:
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            if cmdline.read_bytes().startswith(b"ray::train_trial"):
+            if cmdline.read_bytes().startswith(b"ray::train_pack"):
                 found.append(int(cmdline.parent.name))
         except OSError:
             continue

@@ -36,6 +36,7 @@ from dagstudy.study.samplers import make_pruner
 from dagstudy.study.storage import storage_for
 from dagstudy.study.worker import _report
 from dagstudy.tracking.client import TrackingWarning
+from dagstudy.trainer import load_data, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((ROOT / "studies" / "smoke.yaml").read_text())
@@ -230,7 +231,7 @@ def test_worker_crash_is_retried_once(cluster, run_dir):
             continue
         running = list_tasks(address=cluster["dashboard"], filters=[("state", "=", "RUNNING")],
                              detail=True)
-        tasks = [t for t in running if "train_trial" in t.name]
+        tasks = [t for t in running if "train_pack" in t.name]
         trial = optuna.load_study(study_name="crash", storage=url).trials[0]
         if tasks and trial.intermediate_values:
             pid = tasks[0].worker_pid
@@ -467,3 +468,32 @@ def test_run_json_prints_a_summary(cluster, run_dir, tmp_path, capsys):
     assert summary["best"]["params"] == {"lr": 1.0e-2}
     assert summary["mlflow_runs_url"].startswith("http://127.0.0.1:5000/#/experiments/")
     assert "starting Ray" in captured.err and "first trial running" in captured.err
+
+
+def test_packed_study_tells_each_trial_its_own_result_and_prunes_members_alone(cluster, run_dir):
+    """8 trials in packs of 4 (one task each) with a pruner that stops the absurd rates: every
+    complete trial's value is what its configuration earns trained alone, pruned ones stopped
+    early, and each trial has its own MLflow run."""
+    data = study_data(
+        "packed", epochs=4, budget={"trials": 8}, max_concurrent=1, packing={"max": 4},
+        search={"lr": {"low": 1e-7, "high": 0.3, "log": True},
+                "optimizer": {"sgd": {"momentum": {"low": 0.0, "high": 0.95}}}},
+        base={"topology": "dag", "depth": 2, "width": 16},
+        sampler={"name": "random", "seed": 5},
+        pruner={"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1})
+    spec = parse_spec(data)
+    study = run_study(spec, run_dir=run_dir)
+    assert len(study.trials) == 8 and all(t.state in FINISHED for t in study.trials)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert complete
+    seeds = spec.seed_list
+    for t in complete:
+        config = TrainConfig(**t.user_attrs["config"])
+        alone = train(config, seeds, load_data(config, seeds, "cpu"), "cpu")
+        assert t.value == pytest.approx(spec.objective.score(alone.final[spec.objective.metric]),
+                                        abs=1e-5), t.number
+    for t in study.trials:
+        if t.state == TrialState.PRUNED:
+            assert max(t.intermediate_values) < 4
+    _, children = child_runs(storage_for(spec, run_dir), "packed")
+    assert len(children) == 8

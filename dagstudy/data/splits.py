@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -57,6 +57,17 @@ class SplitData:
     def n_seeds(self) -> int:
         """Number of seeds ``S``."""
         return self.train_idx.shape[0]
+
+    def tiled(self, times: int) -> SplitData:
+        """These splits repeated ``times`` along the seed dim (packed trials: every member of a
+        pack trains on the same seeds); ``self`` when ``times`` is 1."""
+        if times == 1:
+            return self
+
+        def rep(t: torch.Tensor) -> torch.Tensor:
+            return t.repeat(times, *[1] * (t.dim() - 1))
+        return replace(self, train_idx=rep(self.train_idx), val_idx=rep(self.val_idx),
+                       test_idx=rep(self.test_idx), mean=rep(self.mean), std=rep(self.std))
 
     def inputs(self, idx: torch.Tensor) -> torch.Tensor:
         """Rows ``idx [S, B]`` as ``[S, B, d]`` features standardised per seed."""

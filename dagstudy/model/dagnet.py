@@ -21,12 +21,21 @@ GRAD-FLOOR to the backward of every block and of the readout (see ``grad_floor.p
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from dagstudy.model.grad_floor import FlooredReadout, GradFloor
 from dagstudy.model.topology import Topology, layer_norm, layer_norm_backward
+
+
+def _per_seed(value: float | Sequence[float], n_seeds: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[S, 1]``: one value for every seed, or one per seed (a sequence of ``n_seeds``)."""
+    values = [value] * n_seeds if isinstance(value, (int, float)) else list(value)
+    if len(values) != n_seeds:
+        raise ValueError(f"{len(values)} per-seed values for {n_seeds} seeds")
+    return torch.tensor(values, dtype=torch.float64).to(dtype).unsqueeze(1)
 
 
 class PrefixStack(torch.autograd.Function):
@@ -96,7 +105,10 @@ class PrefixStack(torch.autograd.Function):
 
 
 class DagNet(nn.Module):
-    """A population of ``S`` DAG networks sharing one topology (masks may differ by seed)."""
+    """A population of ``S`` DAG networks sharing one topology (masks may differ by seed).
+
+    ``bias_init`` and ``init_scale`` (``reset_parameters``) are one value for every seed or one
+    per seed (packed trials: several configurations in one population)."""
 
     def __init__(
         self,
@@ -104,8 +116,8 @@ class DagNet(nn.Module):
         n_classes: int,
         seeds: list[int],
         *,
-        bias_init: float = 0.0,
-        init_scale: float = 1.0,
+        bias_init: float | Sequence[float] = 0.0,
+        init_scale: float | Sequence[float] = 1.0,
         duplicates: float = 0.0,
         dtype: torch.dtype = torch.float32,
         grad_floor: GradFloor | None = None,
@@ -119,7 +131,7 @@ class DagNet(nn.Module):
         self.biases = nn.ParameterList()
         for k, blk in enumerate(topo.blocks):
             self.weights.append(nn.Parameter(torch.zeros(S, w, blk.hi - blk.lo, dtype=dtype)))
-            self.biases.append(nn.Parameter(torch.full((S, w), bias_init, dtype=dtype)))
+            self.biases.append(nn.Parameter(_per_seed(bias_init, S, dtype).expand(S, w).clone()))
             if blk.mask is not None:
                 self.register_buffer(f"mask{k}", blk.mask.to(dtype))
         n_read = topo.n_columns - topo.readout_lo
@@ -141,13 +153,14 @@ class DagNet(nn.Module):
         return self.weights[k] if m is None else self.weights[k] * m
 
     @torch.no_grad()
-    def reset_parameters(self, scale: float = 1.0) -> None:
+    def reset_parameters(self, scale: float | Sequence[float] = 1.0) -> None:
         """He init by each node's actual (mask-aware) fan-in; LeCun init for the readout; every
         weight times ``scale`` (GRAD-FLOOR's planted setting: weights near zero).
 
         Seed ``s`` draws from its own generator, so its initial weights do not depend on which
         other seeds share the population.
         """
+        scales = _per_seed(scale, self.n_seeds, torch.float64).flatten().tolist()
         for i, seed in enumerate(self.seeds):
             gen = torch.Generator().manual_seed(seed)
             for k in range(self.topo.depth):
@@ -155,13 +168,13 @@ class DagNet(nn.Module):
                 fan = self.topo.fan_in(k)[min(i, self.topo.fan_in(k).shape[0] - 1)]
                 std = (2.0 / fan.clamp(min=1)).sqrt().unsqueeze(-1)
                 noise = torch.randn(W.shape[1:], generator=gen, dtype=torch.float64)
-                W[i] = (noise * std.double() * scale).to(W.dtype)
+                W[i] = (noise * std.double() * scales[i]).to(W.dtype)
                 m = self.mask(k)
                 if m is not None:
                     W[i] *= m[i]
             W = self.out_weight
             noise = torch.randn(W.shape[1:], generator=gen, dtype=torch.float64)
-            W[i] = (noise * scale / math.sqrt(W.shape[2])).to(W.dtype)
+            W[i] = (noise * scales[i] / math.sqrt(W.shape[2])).to(W.dtype)
             self.out_bias[i] = 0.0
 
     @torch.no_grad()

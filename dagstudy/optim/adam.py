@@ -1,11 +1,18 @@
-"""``adam``: minibatch Adam (elementwise, so each seed's moments are its own). Baseline."""
+"""``adam``: minibatch Adam (elementwise, so each seed's moments are its own). Baseline.
+
+Per seed ``s`` at step ``t`` (``torch.optim.Adam``'s rule, L2 weight decay): ``g += wd_s p``;
+``m = beta1_s m + (1 - beta1_s) g``; ``v = beta2_s v + (1 - beta2_s) g^2``;
+``p -= lr_s / (1 - beta1_s^t) * m / (sqrt(v) / sqrt(1 - beta2_s^t) + eps_s)``.
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from dagstudy.optim.torch_baseline import TorchOptimizerVariant
+from dagstudy.optim.minibatch import MinibatchVariant
 
 
 class AdamParams(BaseModel):
@@ -16,13 +23,23 @@ class AdamParams(BaseModel):
     weight_decay: float = Field(0.0, ge=0.0)
 
 
-class Adam(TorchOptimizerVariant):
+class Adam(MinibatchVariant):
     id = "adam"
     Params = AdamParams
+    packable: ClassVar[frozenset[str]] = frozenset(
+        {"lr", "beta1", "beta2", "eps", "weight_decay"})
 
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        hp = self.hp
-        return torch.optim.Adam(
-            self.params, lr=self.lr, betas=(hp.beta1, hp.beta2), eps=hp.eps,
-            weight_decay=hp.weight_decay,
-        )
+    def update_param(self, p, grad, state):
+        if self.any_nonzero("weight_decay"):
+            grad = grad + self.per_seed("weight_decay", p) * p
+        if not state:
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        beta1, beta2 = self.per_seed("beta1", p), self.per_seed("beta2", p)
+        state["exp_avg"].lerp_(grad, 1 - beta1)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad * (1 - beta2))
+        t = self.steps
+        step_size = self.per_seed("lr", p, lambda lr, h: lr / (1 - h.beta1**t))
+        bias2_sqrt = self.per_seed("beta2", p, lambda lr, h: (1 - h.beta2**t) ** 0.5)
+        denom = (state["exp_avg_sq"].sqrt() / bias2_sqrt).add_(self.per_seed("eps", p))
+        p.sub_(step_size * state["exp_avg"] / denom)

@@ -60,8 +60,8 @@ class FISTA(FullBatchISTA):
     idea = "OPT-FISTA"
     Params = FistaParams
 
-    def __init__(self, params, lr, hp):
-        super().__init__(params, lr, hp)
+    def __init__(self, params, lr, hp, members=None):
+        super().__init__(params, lr, hp, members)
         self.t = [torch.ones(p.shape[:2], dtype=p.dtype, device=p.device) for p in params]
         self.extrapolation = [torch.zeros_like(p.detach()) for p in params]  # beta_{k-1} v_{k-1}
         self.objective = torch.full_like(self.backtracker.lipschitz, float("inf"))  # F(x_{k-1})

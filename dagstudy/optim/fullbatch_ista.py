@@ -37,8 +37,8 @@ class FullBatchISTA(Variant):
     idea = "OPT-FULLBATCH"
     Params = FullBatchParams
 
-    def __init__(self, params, lr, hp):
-        super().__init__(params, lr, hp)
+    def __init__(self, params, lr, hp, members=None):
+        super().__init__(params, lr, hp, members)
         self.backtracker = Backtracker(params, hp)
 
     def prox_step(self, problem: Problem) -> tuple[StepResult, list[torch.Tensor], list]:

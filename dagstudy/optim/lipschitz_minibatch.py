@@ -45,8 +45,8 @@ class LipschitzMinibatch(Variant):
     idea = "OPT-MINIBATCH-L"
     Params = MinibatchLParams
 
-    def __init__(self, params, lr, hp):
-        super().__init__(params, lr, hp)
+    def __init__(self, params, lr, hp, members=None):
+        super().__init__(params, lr, hp, members)
         self.backtracker = Backtracker(params, hp)
         self.velocity = [torch.zeros_like(q.detach()) for q in params]
 

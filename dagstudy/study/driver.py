@@ -4,7 +4,7 @@ background thread.
 The driver (``run_study``) keeps up to ``max_concurrent`` trials in flight. For each it calls
 ``study.ask()`` and samples the parameters on the driver (``search.suggest``), queues the
 creation of the trial's MLflow child run, and launches a Ray task with the spec's
-``resources``. The task (``worker.train_trial``) reopens the study from the storage URL (an RDB
+``resources``. The task (``worker.train_pack``) reopens the study from the storage URL (an RDB
 or a ``grpc://`` storage proxy), trains all seeds, reports every epoch's objective to Optuna
 (``trial.report``) and asks the study's pruner (``trial.should_prune``), so Optuna's own
 pruners act on per-epoch values; it writes the outcome's user attributes (``mean``, ``std``,

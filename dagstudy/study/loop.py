@@ -1,9 +1,11 @@
 """The trial loop of one study's driver: ask, launch a Ray task, collect, tell, record.
 
-``TrialLoop.run`` keeps up to ``max_concurrent`` trials in flight until the budget is met (see
-``driver`` for the budget, failures and re-queueing), passes the per-epoch rows its workers
-send through an ``EpochFeed`` to the tracker at most every ``STREAM_SECONDS`` (live MLflow
-curves), renews the driver's lease
+``TrialLoop.run`` keeps up to ``max_concurrent`` tasks in flight until the budget is met (see
+``driver`` for the budget, failures and re-queueing). A task trains one trial or, with
+``packing.max`` > 1, a pack: the trials asked together that share a network shape
+(``packing.pack_key``), each told on its own. It also
+passes the per-epoch rows its workers send through an ``EpochFeed`` to the tracker at most
+every ``STREAM_SECONDS`` (live MLflow curves), renews the driver's lease
 (``lease.renew``) every ``lease.heartbeat_seconds()`` and stops, re-queueing what runs, when
 ``request_stop`` was called (SIGTERM) or the lease was lost.
 """
@@ -23,6 +25,7 @@ from pydantic import ValidationError
 
 from dagstudy.config import format_errors
 from dagstudy.memory import GIB
+from dagstudy.packing import pack_key
 from dagstudy.study.feed import STREAM_SECONDS, open_feed, take
 from dagstudy.study.lease import Lease, heartbeat_seconds, renew
 from dagstudy.study.progress import Status
@@ -30,12 +33,12 @@ from dagstudy.study.rdb import error_line
 from dagstudy.study.space import suggest
 from dagstudy.study.spec import StudySpec
 from dagstudy.study.storage import Storage
-from dagstudy.study.worker import TrialJob, TrialOutcome, train_trial, trial_id
+from dagstudy.study.worker import TrialJob, TrialOutcome, train_pack, trial_id
 from dagstudy.tracking.records import TrialRecord
 from dagstudy.tracking.tracker import Tracker
 
 TrialState = optuna.trial.TrialState
-_train_trial_task = ray.remote(train_trial)
+_train_pack_task = ray.remote(train_pack)
 
 
 
@@ -84,7 +87,7 @@ class TrialLoop:
         self.spec, self.storage, self.study, self.tracker = spec, storage, study, tracker
         self.rdb, self.lease = rdb, lease
         self.target, self.progress = target, progress
-        self.pending: dict[ray.ObjectRef, _Running] = {}
+        self.pending: dict[ray.ObjectRef, list[_Running]] = {}  # a task's trials
         self.start = self.renewed = time.monotonic()
         self.heartbeat = heartbeat_seconds()
         self.stop_requested = False
@@ -112,59 +115,86 @@ class TrialLoop:
         """Stop at the next turn of the loop (safe to call from a signal handler)."""
         self.stop_requested = True
 
-    def _room(self) -> bool:
+    @property
+    def running(self) -> int:
+        """Trials in flight (a pack's task holds several)."""
+        return sum(len(trials) for trials in self.pending.values())
+
+    def _room(self) -> int:
+        """How many trials the next task may hold (0: launch none now)."""
         if len(self.pending) >= self.spec.max_concurrent:
-            return False
+            return 0
         wall = self.spec.budget.wall_minutes
         if wall is not None and time.monotonic() - self.start >= wall * 60:
-            return False
-        return self.target is None or (
-            self.already + self.finished_here + len(self.pending) < self.target)
+            return 0
+        if self.target is None:
+            return self.spec.packing.max
+        left = self.target - self.already - self.finished_here - self.running
+        return max(0, min(self.spec.packing.max, left))
 
-    def _launch(self) -> None:
-        trial = self.study.ask()
-        overrides = suggest(trial, self.spec.search, self.spec.base_config())
-        try:
-            config_dict = self.spec.config_for(overrides).model_dump(mode="json")
-        except ValidationError as e:  # a value inside a range the corner checks did not try
-            trial.set_user_attr("failure_reason", f"invalid configuration: {format_errors(e)}")
-            self.study.tell(trial, state=TrialState.FAIL)
-            self._count("FAIL")
-            return
-        run_id = self.tracker.start_trial(trial.number, config_dict, trial.params)
-        trial.set_user_attr("config", config_dict)
-        trial.set_user_attr("seeds", self.spec.seed_list)
-        if run_id is not None:  # a background tracker links its runs itself
-            trial.set_user_attr("mlflow_run_id", run_id)
-        job = TrialJob(self.storage.optuna, trial.number, config_dict, self.spec, self.feed)
+    def _launch(self, n: int) -> None:
+        """Ask ``n`` trials and launch them, one task per network shape among them."""
+        packs: dict[str, list[_Running]] = {}
+        for _ in range(n):
+            trial = self.study.ask()
+            overrides = suggest(trial, self.spec.search, self.spec.base_config())
+            try:
+                config = self.spec.config_for(overrides)
+            except ValidationError as e:  # a value inside a range the corner checks missed
+                trial.set_user_attr("failure_reason",
+                                    f"invalid configuration: {format_errors(e)}")
+                self.study.tell(trial, state=TrialState.FAIL)
+                self._count("FAIL")
+                continue
+            config_dict = config.model_dump(mode="json")
+            run_id = self.tracker.start_trial(trial.number, config_dict, trial.params)
+            trial.set_user_attr("config", config_dict)
+            trial.set_user_attr("seeds", self.spec.seed_list)
+            if run_id is not None:  # a background tracker links its runs itself
+                trial.set_user_attr("mlflow_run_id", run_id)
+            packs.setdefault(pack_key(config), []).append(_Running(trial, config_dict, run_id))
         res = self.spec.resources
-        options: dict[str, Any] = dict(num_cpus=res.cpus, num_gpus=res.gpu, max_retries=1)
-        if res.memory_gb is not None:
-            options["memory"] = int(res.memory_gb * GIB)
-        ref = _train_trial_task.options(**options).remote(job)
-        self.pending[ref] = _Running(trial, config_dict, run_id)
+        for pack in packs.values():
+            jobs = [TrialJob(self.storage.optuna, r.trial.number, r.config, self.spec,
+                             self.feed) for r in pack]
+            options: dict[str, Any] = dict(num_cpus=res.cpus, num_gpus=res.gpu, max_retries=1)
+            if res.memory_gb is not None:
+                options["memory"] = int(res.memory_gb * len(pack) * GIB)
+            self.pending[_train_pack_task.options(**options).remote(jobs)] = pack
 
     def _count(self, state: str) -> None:
         self.finished_here += 1
         self.counts[TrialState[state]] += 1
 
     def _collect(self, ref: ray.ObjectRef) -> None:
-        running = self.pending.pop(ref)
-        trial = running.trial
+        pack = self.pending.pop(ref)
         try:
-            out: TrialOutcome = ray.get(ref)
+            outs: list[TrialOutcome | None] = ray.get(ref)
         except ray.exceptions.RayTaskError as e:  # the task raised (Ray does not retry that)
-            out = TrialOutcome.failed(f"task raised {error_line(e.cause or e)}")
+            outs = [TrialOutcome.failed(f"task raised {error_line(e.cause or e)}")] * len(pack)
         except ray.exceptions.RayError as e:  # its worker or node died, and again on the retry
             reason = f"worker died (retried once): {error_line(e)}"
-            if "requeued_from" not in trial.user_attrs:  # run its params once more, elsewhere
-                frozen = self.rdb.get_trial(trial_id(self.rdb, self.study, trial.number))
+            outs = []
+            for running in pack:
+                if "requeued_from" in running.trial.user_attrs:
+                    outs.append(TrialOutcome.failed(reason))
+                    continue
+                # run its params once more, elsewhere
+                number = running.trial.number
+                frozen = self.rdb.get_trial(trial_id(self.rdb, self.study, number))
                 requeue(self.study, self.rdb, frozen, reason, self.tracker)
                 self.counts[TrialState.FAIL] += 1  # shown, but not counted toward the budget
                 self.requeued += 1
-                self._fill()
-                return
-            out = TrialOutcome.failed(reason)
+                outs.append(None)
+        records = [(running, self._tell(running, out))
+                   for running, out in zip(pack, outs) if out is not None]
+        self._fill()  # launch the next trials before logging, so workers stay busy
+        for running, (record, figures) in records:
+            self.tracker.end_trial(running.run_id, record, figures)
+
+    def _tell(self, running: _Running, out: TrialOutcome) -> tuple[TrialRecord, dict]:
+        """Tell Optuna one trial's outcome; its record and figures for the tracker."""
+        trial = running.trial
         if not out.recorded:  # the worker did not write them (it died, or could not)
             for key, value in out.user_attrs().items():
                 trial.set_user_attr(key, value)
@@ -178,12 +208,11 @@ class TrialLoop:
                              params=trial.params, seeds=self.spec.seed_list, rows=out.rows,
                              result=out.result, objective=out.value, reason=out.reason,
                              report_seconds=out.report_seconds, epoch_ms=out.epoch_ms)
-        self._fill()  # launch the next trials before logging, so workers stay busy
-        self.tracker.end_trial(running.run_id, record, out.figures)
+        return record, out.figures
 
     def _fill(self) -> None:
-        while self._room():
-            self._launch()
+        while n := self._room():
+            self._launch(n)
 
     def status(self) -> Status:
         best, best_number = self.best if self.best is not None else (None, None)
@@ -197,7 +226,7 @@ class TrialLoop:
             eta = min(eta if eta is not None else math.inf, max(wall * 60 - elapsed, 0))
         return Status(self.study.study_name, self.counts[TrialState.COMPLETE],
                       self.counts[TrialState.PRUNED],
-                      self.counts[TrialState.FAIL] - self.requeued, len(self.pending),
+                      self.counts[TrialState.FAIL] - self.requeued, self.running,
                       self.target, best, best_number, elapsed, eta, requeued=self.requeued)
 
     def run(self) -> None:
@@ -237,7 +266,7 @@ class TrialLoop:
         storage is down) is left RUNNING for ``resume``, never hiding the original error."""
         for ref in self.pending:
             ray.cancel(ref, force=True)
-        for running in self.pending.values():
+        for running in (r for pack in self.pending.values() for r in pack):
             try:
                 frozen = self.rdb.get_trial(trial_id(self.rdb, self.study, running.trial.number))
                 requeue(self.study, self.rdb, frozen, "interrupted", self.tracker)

@@ -4,7 +4,7 @@
 of the search space (each combination of choices, ranges at their low and at their high end)
 on the study's dataset and seeds. If none fits, the study is refused with the smallest
 estimate; otherwise it runs, and a sampled configuration that does not fit fails as a trial
-with its estimate as the reason (``worker.train_trial``), never as an out-of-memory kill.
+with its estimate as the reason (``worker.train_pack``), never as an out-of-memory kill.
 Data that cannot be loaded skips the check: the trials then fail with the data's own error.
 """
 

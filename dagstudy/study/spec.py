@@ -85,6 +85,15 @@ class Resources(StrictModel):
         "estimated memory (dagstudy.memory) exceeds it fails before training")
 
 
+class Packing(StrictModel):
+    """Packed trials (``dagstudy.packing``): up to ``max`` trials asked together that share a
+    network shape train in one Ray task as one population, each told to Optuna on its own
+    (1: off, one trial per task). ``max_concurrent`` then counts tasks, and a trial's
+    ``resources`` serve its whole pack (``memory_gb`` is per trial, times the pack's size)."""
+
+    max: int = Field(1, ge=1, le=64)
+
+
 class StorageSpec(StrictModel):
     """Where the study lives; unset fields fall back to the environment, then the run dir."""
 
@@ -111,6 +120,7 @@ class StudySpec(StrictModel):
     pruner: Pruner = MedianPruner(name="median")
     resources: Resources = Resources()
     max_concurrent: int = Field(2, ge=1)
+    packing: Packing = Packing()
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     storage: StorageSpec = StorageSpec()
 

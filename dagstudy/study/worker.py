@@ -1,4 +1,5 @@
-"""What a Ray worker runs: one trial (``train_trial``) or one plain training job (``train_job``).
+"""What a Ray worker runs: trials (``train_pack``: one, or a pack that shares a network shape)
+or one plain training job (``train_job``).
 
 Imports only the trainer and Optuna at start (never MLflow or pandas), so a worker starts
 quickly; matplotlib is imported on a worker's first trial with per-epoch rows, which renders its
@@ -28,7 +29,7 @@ from dagstudy.study.samplers import make_pruner
 from dagstudy.study.spec import Objective, Resources, StudySpec
 from dagstudy.study.storage import open_storage
 from dagstudy.tracking.figures import figure_title, trial_figures
-from dagstudy.trainer import TrialResult, load_data, resolve_device, train
+from dagstudy.trainer import TrialResult, load_data, resolve_device, train, train_packed
 
 DATA_FIELDS = ("dataset", "data_dir", "synthetic", "val_fraction", "test_fraction", "split")
 """The ``TrainConfig`` fields ``load_data`` reads; equal fields and seeds give equal data."""
@@ -140,69 +141,80 @@ def trial_id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: 
     return storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
 
-def train_trial(job: TrialJob) -> TrialOutcome:
-    """Train one trial in this process (a Ray worker), reporting each epoch to Optuna, and
-    render its figures (``TrialOutcome.figures``).
+def train_pack(jobs: list[TrialJob]) -> list[TrialOutcome]:
+    """Train trials of one study in this process (a Ray worker) as one population
+    (``trainer.train_packed``: one trial alone, or a pack of trials that share a network
+    shape), reporting each epoch of each to Optuna and pruning each on its own; render each
+    trial's figures (``TrialOutcome.figures``).
 
-    Training errors are returned as a FAIL outcome naming the exception, never raised; only the
-    process dying loses a trial.
+    Training errors are returned as FAIL outcomes naming the exception, never raised; only the
+    process dying loses trials.
     """
-    outcome = _train_trial(job)
-    try:
-        title = figure_title(job.spec.name, job.trial_number, outcome.state)
-        figures = trial_figures(outcome.rows, job.spec.seed_list, title)
-    except Exception:  # a figure never fails a trial; the tracker renders it at upload
-        return outcome
-    return replace(outcome, figures=figures)
+    outcomes = []
+    for job, outcome in zip(jobs, _train_pack(jobs)):
+        try:
+            title = figure_title(job.spec.name, job.trial_number, outcome.state)
+            outcome = replace(outcome, figures=trial_figures(outcome.rows, job.spec.seed_list,
+                                                             title))
+        except Exception:  # a figure never fails a trial; the tracker renders it at upload
+            pass
+        outcomes.append(outcome)
+    return outcomes
 
 
-def _train_trial(job: TrialJob) -> TrialOutcome:
+def _train_pack(jobs: list[TrialJob]) -> list[TrialOutcome]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    spec, seeds = job.spec, job.spec.seed_list
+    spec, seeds = jobs[0].spec, jobs[0].spec.seed_list
     torch.set_num_threads(max(1, int(spec.resources.cpus)))
     per_seed = spec.pruner.name == "wilcoxon"
-    rows: list[dict[str, Any]] = []
-    reporting = [0.0]
-    trial: optuna.Trial | None = None
-    writer = FeedWriter(job.feed, job.trial_number)
+    rows: list[list[dict[str, Any]]] = [[] for _ in jobs]
+    reporting = [0.0] * len(jobs)
+    pruned: dict[int, str] = {}
+    trials: list[optuna.Trial] = []
+    writers = [FeedWriter(job.feed, job.trial_number) for job in jobs]
 
-    def on_epoch(row: dict[str, Any]) -> None:
-        rows.append(row)
-        writer.add(row)
-        start = time.perf_counter()
-        _report(trial, row, spec.objective, per_seed)
-        prune = trial.should_prune()
-        reporting[0] += time.perf_counter() - start
-        if prune:
-            raise optuna.TrialPruned(f"pruned by the {spec.pruner.name} pruner at epoch "
-                                     f"{row['epoch']}")
+    def on_epoch(rows_by_member: dict[int, dict[str, Any]]) -> list[int]:
+        for k, row in rows_by_member.items():
+            rows[k].append(row)
+            writers[k].add(row)
+            start = time.perf_counter()
+            _report(trials[k], row, spec.objective, per_seed)
+            if trials[k].should_prune():
+                pruned[k] = f"pruned by the {spec.pruner.name} pruner at epoch {row['epoch']}"
+            reporting[k] += time.perf_counter() - start
+        return [k for k in rows_by_member if k in pruned]
+
+    def failed(reason: str) -> list[TrialOutcome]:
+        return [TrialOutcome(state="FAIL", reason=reason, rows=r, report_seconds=t)
+                for r, t in zip(rows, reporting)]
 
     try:
-        storage = _cached("storage", job.storage, lambda: open_storage(job.storage))
+        storage = _cached("storage", jobs[0].storage, lambda: open_storage(jobs[0].storage))
         study = optuna.load_study(study_name=spec.name, storage=storage,
                                   sampler=optuna.samplers.RandomSampler(),
                                   pruner=make_pruner(spec.pruner, spec.epochs))
-        trial = optuna.Trial(study, trial_id(storage, study, job.trial_number))
-        config = TrainConfig(**job.config)
+        trials += [optuna.Trial(study, trial_id(storage, study, job.trial_number))
+                   for job in jobs]
+        configs = [TrainConfig(**job.config) for job in jobs]
         device = resolve_device(spec.device)
-        data = _data(config, seeds, device)
-        budget, budget_name = memory_budget(spec.resources)
-        check(config, len(seeds), data.x.shape[0], data.d_in, data.n_classes, budget,
-              budget_name)
-        result = train(config, seeds, data, device, on_epoch)
-        outcome = judge(result, spec.objective, rows, reporting[0])
-    except optuna.TrialPruned as e:
-        outcome = TrialOutcome(state="PRUNED", reason=str(e), rows=rows,
-                               report_seconds=reporting[0])
+        data = _data(configs[0], seeds, device)
+        budget, budget_name = memory_budget(spec.resources, len(jobs))
+        check(configs[0], len(seeds) * len(jobs), data.x.shape[0], data.d_in, data.n_classes,
+              budget, budget_name)
+        results = train_packed(configs, seeds, data, device, on_epoch)
+        outcomes = [TrialOutcome(state="PRUNED", reason=pruned[k], rows=rows[k],
+                                 report_seconds=reporting[k]) if k in pruned
+                    else judge(result, spec.objective, rows[k], reporting[k])
+                    for k, result in enumerate(results)]
     except MemoryBudgetError as e:  # refused before training: no traceback position needed
-        outcome = TrialOutcome(state="FAIL", reason=str(e), rows=rows,
-                               report_seconds=reporting[0])
-    except Exception as e:  # the trial fails, the study goes on
+        outcomes = failed(str(e))
+    except Exception as e:  # the trials fail, the study goes on
         frame = traceback.extract_tb(e.__traceback__)[-1]
-        reason = f"{type(e).__name__}: {e} (at {Path(frame.filename).name}:{frame.lineno})"
-        outcome = TrialOutcome(state="FAIL", reason=reason, rows=rows,
-                               report_seconds=reporting[0])
-    return _recorded(trial, replace(outcome, epoch_ms=writer.epoch_ms))
+        outcomes = failed(f"{type(e).__name__}: {e} (at {Path(frame.filename).name}:"
+                          f"{frame.lineno})")
+    return [_recorded(trials[k] if k < len(trials) else None,
+                      replace(out, epoch_ms=writers[k].epoch_ms))
+            for k, out in enumerate(outcomes)]
 
 
 def _recorded(trial: optuna.Trial | None, outcome: TrialOutcome) -> TrialOutcome:
@@ -218,11 +230,14 @@ def _recorded(trial: optuna.Trial | None, outcome: TrialOutcome) -> TrialOutcome
     return replace(outcome, recorded=True)
 
 
-def memory_budget(resources: Resources) -> tuple[int, str]:
-    """A trial's memory budget in bytes and its name: ``resources.memory_gb`` if the study set
-    it, else what this node has available now."""
+def memory_budget(resources: Resources, trials: int = 1) -> tuple[int, str]:
+    """The memory budget in bytes of a task of ``trials`` trials, and its name:
+    ``resources.memory_gb`` per trial if the study set it, else what this node has available
+    now."""
     if resources.memory_gb is not None:
-        return int(resources.memory_gb * GIB), f"resources.memory_gb ({resources.memory_gb:g})"
+        gb = resources.memory_gb * trials
+        per = f" x {trials} packed trials" if trials > 1 else ""
+        return int(gb * GIB), f"resources.memory_gb ({resources.memory_gb:g}{per})"
     return available_bytes(), "the memory available on this node"
 
 

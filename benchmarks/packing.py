@@ -1,0 +1,101 @@
+"""Packed trials vs one trial per task: trials per minute of one study, side by side.
+
+Run: ``python benchmarks/packing.py [--trials 64] [--pack 8] [--epochs 5] [--repeats 1]
+[--quick]``. The last line reads ``packed speed-up: N.NNx`` (packed trials/min over unpacked,
+the median over repeats).
+
+Each arm runs the same study through ``run_study`` on a fresh local Ray (``num_cpus=2``, 2
+workers of 1 CPU, ``max_concurrent: 2``) in a fresh temporary run directory (SQLite Optuna,
+local MLflow): digits, a DAG of depth 2 and width 32 (every trial the same shape), SGD with
+``lr`` (log-uniform 1e-3..0.3) and momentum (0..0.95) sampled by a seeded random sampler, 2
+seeds, ``--epochs`` epochs, no pruner. The unpacked arm has ``packing: {max: 1}``, the packed
+arm ``packing: {max: --pack}``; both sample the same configurations (same sampler seed; the
+random sampler does not look at results). Arms alternate (unpacked, packed, unpacked, ...) so
+the ratio compares neighbours in time; the load average before each is printed, and the
+spread of the ratio over repeats. ``--quick``: 24 trials, 3 epochs, one repeat (under 3 min
+on 2 cores).
+
+Wall time per arm is ``run_study``'s (creating the study and experiment, the trial loop, the
+summary plots at the end); Ray's start is outside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+import ray  # noqa: E402
+
+from dagstudy.study.driver import run_study  # noqa: E402
+from dagstudy.study.loader import parse_spec  # noqa: E402
+
+
+def study(name: str, trials: int, epochs: int, pack: int) -> dict:
+    return {
+        "name": name, "dataset": "digits", "seeds": 2, "epochs": epochs,
+        "objective": {"metric": "val_accuracy", "direction": "maximize"},
+        "budget": {"trials": trials},
+        "search": {"lr": {"low": 1e-3, "high": 0.3, "log": True},
+                   "optimizer": {"sgd": {"momentum": {"low": 0.0, "high": 0.95}}}},
+        "base": {"topology": "dag", "depth": 2, "width": 32, "probe_size": 128},
+        "sampler": {"name": "random", "seed": 0}, "pruner": {"name": "none"},
+        "resources": {"cpus": 1}, "max_concurrent": 2, "packing": {"max": pack},
+    }
+
+
+def run_arm(trials: int, epochs: int, pack: int) -> float:
+    """Trials per minute of one study with packs of up to ``pack`` trials."""
+    with tempfile.TemporaryDirectory(prefix="dagstudy-packing-") as run_dir:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            start = time.perf_counter()
+            done = run_study(parse_spec(study(f"pack{pack}", trials, epochs, pack)),
+                             run_dir=run_dir)
+            seconds = time.perf_counter() - start
+        finally:
+            ray.shutdown()
+    states = {t.state.name for t in done.trials}
+    if states != {"COMPLETE"}:
+        raise SystemExit(f"pack {pack}: trials ended {states}, not all COMPLETE")
+    return trials / seconds * 60
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=64)
+    parser.add_argument("--pack", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.trials, args.epochs, args.repeats = 24, 3, 1
+    print(f"{args.trials} trials (digits, DAG depth 2 width 32, 2 seeds, {args.epochs} epochs, "
+          f"SGD lr and momentum sampled), 2 workers on {os.cpu_count()} cores; "
+          f"packs of {args.pack} vs 1\n")
+    print("| repeat | load avg before | unpacked trials/min | packed trials/min | ratio |")
+    print("|---|---|---|---|---|")
+    ratios = []
+    for r in range(1, args.repeats + 1):
+        load = os.getloadavg()[0]
+        unpacked = run_arm(args.trials, args.epochs, 1)
+        packed = run_arm(args.trials, args.epochs, args.pack)
+        ratios.append(packed / unpacked)
+        print(f"| {r} | {load:.2f} | {unpacked:.1f} | {packed:.1f} | {ratios[-1]:.2f}x |",
+              flush=True)
+    if len(ratios) > 1:
+        print(f"\nratio spread over repeats: {min(ratios):.2f}x .. {max(ratios):.2f}x")
+    print(f"\npacked speed-up: {statistics.median(ratios):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
