@@ -17,6 +17,11 @@ on 2 cores).
 
 Wall time per arm is ``run_study``'s (creating the study and experiment, the trial loop, the
 summary plots at the end); Ray's start is outside it.
+
+First, the trainer alone, in this process on one torch thread: ``--pack`` configurations of
+the study's shape trained one after the other (``train``) vs as one pack (``train_packed``),
+the training part's ceiling for the study's ratio (every trial also costs its Optuna reports,
+its figures and its MLflow run, which packing does not shrink).
 """
 
 from __future__ import annotations
@@ -34,19 +39,25 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 import ray  # noqa: E402
+import torch  # noqa: E402
 
+from dagstudy.config import TrainConfig  # noqa: E402
 from dagstudy.study.driver import run_study  # noqa: E402
 from dagstudy.study.loader import parse_spec  # noqa: E402
+from dagstudy.trainer import load_data, train, train_packed  # noqa: E402
+
+BASE = {"topology": "dag", "depth": 2, "width": 32, "probe_size": 128}
+SEEDS = [0, 1]
 
 
 def study(name: str, trials: int, epochs: int, pack: int) -> dict:
     return {
-        "name": name, "dataset": "digits", "seeds": 2, "epochs": epochs,
+        "name": name, "dataset": "digits", "seeds": len(SEEDS), "epochs": epochs,
         "objective": {"metric": "val_accuracy", "direction": "maximize"},
         "budget": {"trials": trials},
         "search": {"lr": {"low": 1e-3, "high": 0.3, "log": True},
                    "optimizer": {"sgd": {"momentum": {"low": 0.0, "high": 0.95}}}},
-        "base": {"topology": "dag", "depth": 2, "width": 32, "probe_size": 128},
+        "base": BASE,
         "sampler": {"name": "random", "seed": 0}, "pruner": {"name": "none"},
         "resources": {"cpus": 1}, "max_concurrent": 2, "packing": {"max": pack},
     }
@@ -69,6 +80,23 @@ def run_arm(trials: int, epochs: int, pack: int) -> float:
     return trials / seconds * 60
 
 
+def trainer_ratio(pack: int, epochs: int) -> tuple[float, float]:
+    """Seconds to train ``pack`` configurations one by one, and as one pack."""
+    torch.set_num_threads(1)
+    configs = [TrainConfig(dataset="digits", epochs=epochs, optimizer="sgd", lr=0.01 * (k + 1),
+                           optimizer_params={"momentum": 0.9 * k / pack}, **BASE)
+               for k in range(pack)]
+    data = load_data(configs[0], SEEDS, torch.device("cpu"))
+    train(configs[0], SEEDS, data, "cpu")  # warm up
+    start = time.perf_counter()
+    for config in configs:
+        train(config, SEEDS, data, "cpu")
+    alone = time.perf_counter() - start
+    start = time.perf_counter()
+    train_packed(configs, SEEDS, data, "cpu")
+    return alone, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=64)
@@ -82,6 +110,9 @@ def main() -> None:
     print(f"{args.trials} trials (digits, DAG depth 2 width 32, 2 seeds, {args.epochs} epochs, "
           f"SGD lr and momentum sampled), 2 workers on {os.cpu_count()} cores; "
           f"packs of {args.pack} vs 1\n")
+    alone, packed = trainer_ratio(args.pack, args.epochs)
+    print(f"trainer only (one thread): {args.pack} configurations one by one {alone:.2f} s, "
+          f"as one pack {packed:.2f} s: {alone / packed:.2f}x\n")
     print("| repeat | load avg before | unpacked trials/min | packed trials/min | ratio |")
     print("|---|---|---|---|---|")
     ratios = []
