@@ -34,6 +34,11 @@ def test_min_pairs_is_the_holm_floor_of_the_exact_test():
     assert min_pairs(0.05 / 14) == 10  # 2/1024 < 0.00357 <= 2/512
     assert min_pairs(0.025) == 7       # the case the issue names: 5 pairs were advised
     assert min_pairs(0.05, "t") == 2
+    # a sequential first look's Holm share below the Monte-Carlo floor (1e-4): never reachable
+    # by the permutation test, an answer (the cap), not an overflow at 2**1024
+    assert min_pairs(1e-7) == 10_000 and min_pairs(1e-7, max_n=50) == 50
+    assert min_pairs(1e-7, "wilcoxon") == 25  # 2 / 2**25 < 1e-7: exact at every n
+    assert seeds_needed(0.3, 1e-7, test="permutation") == 10_000
 
 
 def test_seeds_needed_never_goes_below_the_exact_floor():

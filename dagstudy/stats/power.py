@@ -25,7 +25,7 @@ def smallest_p(n: int, test: str = "permutation", n_resamples: int = 10_000) -> 
         raise ValueError(f"n must be >= 1, got {n}")
     if test == "t":
         return 0.0
-    exact = 2.0 / 2.0**n
+    exact = math.ldexp(1.0, 1 - n)  # 2 / 2**n, 0.0 (not an overflow) beyond float range
     if test != "wilcoxon" and n > EXACT_MAX_N:
         return max(exact, 1.0 / (1 + n_resamples))
     return exact
@@ -33,10 +33,14 @@ def smallest_p(n: int, test: str = "permutation", n_resamples: int = 10_000) -> 
 
 def min_pairs(threshold: float, test: str = "permutation", max_n: int = MAX_SEEDS) -> int:
     """Fewest pairs whose smallest attainable p (:func:`smallest_p`) is below ``threshold``
-    (strictly: verdicts need p < alpha); 2 for the t-test; ``max_n`` if never."""
+    (strictly: verdicts need p < alpha); 2 for the t-test; ``max_n`` if never (e.g. a
+    permutation test above ``EXACT_MAX_N`` pairs, whose Monte-Carlo floor no longer falls with
+    n, against a threshold below that floor: a sequential first look's Holm share)."""
     check_alpha(threshold, "threshold")
     n = 2
     while n < max_n and smallest_p(n, test) >= threshold:
+        if test == "permutation" and n > EXACT_MAX_N:
+            return max_n
         n += 1
     return n
 
