@@ -12,6 +12,9 @@ from dagstudy.confirmation.report import write_report
 from dagstudy.confirmation.spec import ConfirmSpec
 
 BASE = dict(dataset="digits", depth=2, width=16, epochs=4, optimizer="sgd", lr=0.05)
+ACCURACY = dict(metric="test_accuracy", higher_is_better=True, margin=0.01)
+"""OPT-FULLBATCH's registry default is log10 training loss; these planted arms are judged on
+accuracy, so they say so."""
 
 
 def run(ideas: dict, seeds: int = 10, **kw):
@@ -25,7 +28,7 @@ def run(ideas: dict, seeds: int = 10, **kw):
 def planted():
     return run({
         # learning rate x100: diverges; must be flagged worse, never confirmed
-        "OPT-FULLBATCH": dict(treatment={"lr": 5.0}),
+        "OPT-FULLBATCH": dict(treatment={"lr": 5.0}, **ACCURACY),
         # the same arm twice: must not be confirmed
         "OPT-JITTER": dict(treatment={}),
         # a real, large effect at 4 epochs: the DAG beats a 2-block MLP of the same budget
@@ -99,7 +102,7 @@ def test_sequential_mode_adds_seeds_only_to_open_ideas(tmp_path):
 
     spec = ConfirmSpec(name="test", base=BASE, seeds=6, n_resamples=2000,
                        sequential=dict(enabled=True, looks=2, add_seeds=4), ideas={
-                           "OPT-FULLBATCH": dict(treatment={"lr": 5.0}),
+                           "OPT-FULLBATCH": dict(treatment={"lr": 5.0}, **ACCURACY),
                            "OPT-JITTER": dict(treatment={"lr": 0.051}, margin=1e-4)})
     rows = io.StringIO()
     outcome = run_confirmation(spec, None, local_runner("cpu"), tmp_path, stdout=rows)
@@ -124,7 +127,7 @@ def test_confirm_cli_end_to_end_with_mlflow(tmp_path, capsys):
         "name": "e2e", "seeds": 4, "n_resamples": 500,
         "base": {**BASE, "epochs": 2},
         "ideas": {
-            "OPT-FULLBATCH": {"treatment": {"lr": 5.0}},
+            "OPT-FULLBATCH": {"treatment": {"lr": 5.0}, **ACCURACY},
             "OPT-JITTER": {"treatment": {}},
             "DAG-DENSE": {"control": {"topology": "layered"}, "treatment": {"topology": "dag"}},
         },
