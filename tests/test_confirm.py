@@ -93,7 +93,7 @@ def test_first_degrading_depth():
     assert first_degrading_depth([0.9, 0.92, 0.93], [2, 4, 8], 0.02) is None
 
 
-def test_sequential_mode_adds_seeds_only_to_open_ideas(tmp_path):
+def test_sequential_mode_adds_seeds_only_to_open_ideas(tmp_path, capsys):
     """Through ``run_confirmation`` (what ``dagstudy confirm`` runs): the progress rows of a
     later look are on every look's seeds (an arm of look 2 never meets look 1's other arm)."""
     import io
@@ -112,6 +112,10 @@ def test_sequential_mode_adds_seeds_only_to_open_ideas(tmp_path):
     assert np.isfinite([v.p for v in outcome.verdicts]).all()
     jitter = [line for line in rows.getvalue().splitlines() if line.startswith("OPT-JITTER:")]
     assert [line.split(" on ")[1].split()[0] for line in jitter] == ["6", "10"]
+    counters = [line[1:].split(" arms")[0].split("/") for line in
+                capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert counters and all(int(done) <= int(total) for done, total in counters), counters
+    assert int(counters[-1][0]) > 3  # the second look's arms are counted (3 distinct at look 1)
 
 
 def test_confirm_cli_end_to_end_with_mlflow(tmp_path, capsys):

@@ -197,6 +197,12 @@ class Progress:
         self.total = len({ArmJob(e.idea, a, c, ()).key for e in experiments
                           for a, c in e.arms.items()})
         self.done, self.start, self.seen = 0, time.monotonic(), set()
+        self.started_keys: set[str] = set()
+
+    def started(self, job: ArmJob) -> None:
+        """A job began; a later look's jobs raise the total (first look: ``total`` as planned)."""
+        self.started_keys.add(job.key)
+        self.total = max(self.total, len(self.started_keys))
 
     def arm(self, job: ArmJob, result: dict) -> None:
         if job.key not in self.seen:
@@ -248,6 +254,7 @@ def run_confirmation(spec: ConfirmSpec, ideas: list[str] | None, runner, out: Pa
           "an arm finishes", file=sys.stderr, flush=True)
 
     def on_start(job: ArmJob) -> None:
+        progress.started(job)
         if tracker is not None:
             arm_runs[job.idea, job.arm] = start_arm(tracker, job.idea, job.arm,
                                                     job.config.model_dump(), list(job.seeds))
