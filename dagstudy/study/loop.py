@@ -186,11 +186,12 @@ class TrialLoop:
                 self.counts[TrialState.FAIL] += 1  # shown, but not counted toward the budget
                 self.requeued += 1
                 outs.append(None)
-        records = [(running, self._tell(running, out))
-                   for running, out in zip(pack, outs) if out is not None]
-        self._fill()  # launch the next trials before logging, so workers stay busy
-        for running, (record, figures) in records:
-            self.tracker.end_trial(running.run_id, record, figures)
+        for running, out in zip(pack, outs):
+            if out is not None:
+                # spooled right after the tell (the upload is the tracker's background work): a
+                # driver killed after this never leaves a told trial's MLflow run open
+                self.tracker.end_trial(running.run_id, *self._tell(running, out))
+        self._fill()
 
     def _tell(self, running: _Running, out: TrialOutcome) -> tuple[TrialRecord, dict]:
         """Tell Optuna one trial's outcome; its record and figures for the tracker."""
