@@ -89,12 +89,13 @@ from dagstudy.study import loop as loop_module  # noqa: E402
 from dagstudy.study.driver import run_study  # noqa: E402
 from dagstudy.study.loader import parse_spec  # noqa: E402
 from dagstudy.tracking import tracker as tracking  # noqa: E402
+from dagstudy.tracking import trial_runs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 UP, DOWN = ROOT / "infra" / "local" / "up.sh", ROOT / "infra" / "local" / "down.sh"
 STACK_VARS = ("DAGSTUDY_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI", "RAY_ADDRESS", "PGPASSWORD")
 TRACKER_METHODS = ("start_trial", "end_trial", "fail_run", "finish")  # those that exist
-PLOTS = ("trial_figures",)  # the tracker's fallback render (the workers render figures)
+PLOTS = ("trial_figures",)  # trial_runs' fallback render (the workers render figures)
 
 
 def log(msg: str) -> None:
@@ -189,8 +190,8 @@ def instrumented(timers: Timers) -> Iterator[dict[str, float]]:
     for name in TRACKER_METHODS:
         if hasattr(tracking.Tracker, name):
             timers.wrap(tracking.Tracker, name, "tracking")
-    for name in PLOTS:  # module globals, looked up by the tracker at call time
-        timers.wrap(tracking, name, "plots", exclusive=False)
+    for name in PLOTS:  # module globals, looked up by trial_runs at call time
+        timers.wrap(trial_runs, name, "plots", exclusive=False)
     timers.wrap(loop_module.ray, "wait", "wait", exclusive=False)
 
     end_trial = tracking.Tracker.end_trial
