@@ -542,7 +542,7 @@ def test_postgres_restart_mid_study(loopback_ray, stack, tmp_path, monkeypatch, 
         running = [t for t in states.get(TrialState.RUNNING, []) if t.intermediate_values]
         return states.get(TrialState.COMPLETE) and running and states
 
-    before = wait_until(mid_study, 120, "a COMPLETE trial and a reporting trial", poll=0.5)
+    before = wait_until(mid_study, 240, "a COMPLETE trial and a reporting trial", poll=0.5)
     poller.engine.dispose()
     reader = open_storage(url)  # connected before the outage: its pooled connection dies
     with postgres_stopped(stack):
