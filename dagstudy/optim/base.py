@@ -3,13 +3,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from dagstudy.problem import Problem
+
+
+def shaped(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    """Per-seed ``values`` (taken as float64, then ``like``'s dtype and device) shaped
+    ``[S, 1, ...]`` to broadcast against ``like``."""
+    tensor = torch.tensor(values, dtype=torch.float64).to(like.dtype).to(like.device)
+    return tensor.view(-1, *[1] * (like.dim() - 1))
 
 
 class NoParams(BaseModel):
@@ -44,26 +51,27 @@ class Variant:
         if members is not None and len(members) != n_seeds:
             raise ValueError(f"members: {len(members)} given for {n_seeds} seeds")
         self.members = list(members) if members is not None else [(lr, hp)] * n_seeds
+        self._values: dict[str, list[float]] = {}
         self._per_seed: dict[tuple, torch.Tensor] = {}
 
-    def per_seed(self, name: str, like: torch.Tensor,
-                 value: Callable[[float, BaseModel], float] | None = None) -> torch.Tensor:
-        """Hyperparameter ``name`` (``"lr"`` or a ``Params`` field) of every seed, or
-        ``value(lr, hp)`` of each seed's, computed in float64 and shaped ``[S, 1, ...]`` to
-        broadcast against ``like`` (whose dtype and device it takes)."""
+    def values(self, name: str) -> list[float]:
+        """Hyperparameter ``name`` (``"lr"`` or a ``Params`` field) of every seed."""
+        if name not in self._values:
+            self._values[name] = [lr if name == "lr" else getattr(hp, name)
+                                  for lr, hp in self.members]
+        return self._values[name]
+
+    def per_seed(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """``values(name)`` shaped ``[S, 1, ...]`` to broadcast against ``like`` (computed
+        once per name and shape)."""
         key = (name, like.dim(), like.dtype, like.device)
-        if value is None and key in self._per_seed:
-            return self._per_seed[key]
-        get = value or (lambda lr, hp: lr if name == "lr" else getattr(hp, name))
-        values = torch.tensor([get(lr, hp) for lr, hp in self.members], dtype=torch.float64)
-        out = values.to(like.dtype).to(like.device).view(-1, *[1] * (like.dim() - 1))
-        if value is None:
-            self._per_seed[key] = out
-        return out
+        if key not in self._per_seed:
+            self._per_seed[key] = shaped(self.values(name), like)
+        return self._per_seed[key]
 
     def any_nonzero(self, name: str) -> bool:
         """Whether any seed's hyperparameter ``name`` is not 0 (else its term is skipped)."""
-        return any((lr if name == "lr" else getattr(hp, name)) != 0 for lr, hp in self.members)
+        return any(v != 0 for v in self.values(name))
 
     def run_pass(self, problem: Problem) -> dict[str, torch.Tensor]:
         """Train one pass; return per-seed pass statistics (name -> ``[S]`` tensor)."""
