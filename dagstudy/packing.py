@@ -35,23 +35,28 @@ def member_fields(config: TrainConfig) -> tuple[set[str], set[str]]:
     return top, packable - {"lr"}
 
 
-def pack_key(config: TrainConfig) -> str:
-    """Equal for exactly the configurations that may share a pack with ``config``: its JSON
-    without the per-member fields (``optimizer_params`` with its defaults filled in)."""
+def _shared(config: TrainConfig) -> dict[str, Any]:
+    """``config`` as JSON-ready fields without the per-member ones (``optimizer_params`` with
+    its defaults filled in)."""
     top, params = member_fields(config)
     shared: dict[str, Any] = config.model_dump(mode="json", exclude=top)
     hp = config.optimizer_hp().model_dump(mode="json")
     shared["optimizer_params"] = {k: v for k, v in hp.items() if k not in params}
-    return json.dumps(shared, sort_keys=True)
+    return shared
+
+
+def pack_key(config: TrainConfig) -> str:
+    """Equal for exactly the configurations that may share a pack with ``config``."""
+    return json.dumps(_shared(config), sort_keys=True)
 
 
 def check_pack(configs: Sequence[TrainConfig]) -> None:
     """Raise ``ValueError`` naming the first shared field that differs within ``configs``."""
     if not configs:
         raise ValueError("a pack needs at least one configuration")
-    first = json.loads(pack_key(configs[0]))
+    first = _shared(configs[0])
     for k, config in enumerate(configs[1:], start=1):
-        other = json.loads(pack_key(config))
+        other = _shared(config)
         for field in first:
             if first[field] != other[field]:
                 raise ValueError(f"{field}: configuration {k} of the pack has {other[field]!r}, "

@@ -86,9 +86,8 @@ def build_model(config: TrainConfig, d_in: int, n_classes: int, seeds: list[int]
     floor = None
     if config.grad_floor > 0:
         floor = GradFloor(config.grad_floor, config.grad_floor_hysteresis)
-    n = len(seeds) // len(members) if members else len(seeds)
-    init = {f: packing.per_seed(members, n, f) if members else getattr(config, f)
-            for f in packing.MODEL_FIELDS}
+    init = {f: packing.per_seed(members, len(seeds) // len(members), f) if members
+            else getattr(config, f) for f in packing.MODEL_FIELDS}
     return DagNet(topo, n_classes, seeds, **init, duplicates=config.init_duplicates,
                   grad_floor=floor)
 
@@ -258,8 +257,7 @@ def train_packed(
     start = time.perf_counter()
     config, K, n = configs[0], len(configs), len(seeds)
     data = data.tiled(K)
-    model = build_model(config, data.d_in, data.n_classes, seeds * K,
-                        configs if K > 1 else None).to(device)
+    model = build_model(config, data.d_in, data.n_classes, seeds * K, configs).to(device)
     loss_fn = LOSSES[config.loss]
     problem = Problem(model, data, loss_fn, config.batch_size, chunk_size=config.chunk_size,
                       jitter_spread=config.jitter_spread)
@@ -270,7 +268,8 @@ def train_packed(
     S = K * n
     status, reasons = ["ok"] * S, [None] * S
     recorders = [_Recorder() for _ in configs]
-    training = {k: slice(k * n, (k + 1) * n) for k in range(K)}  # members not ended
+    slices = [slice(k * n, (k + 1) * n) for k in range(K)]  # member k's seed rows
+    training = dict(enumerate(slices))  # members not ended
     ended_at: dict[int, int] = {}
     best_val = torch.full((S,), -1.0)
     best_epoch = [0] * S
@@ -318,8 +317,8 @@ def train_packed(
     common = dict(device=str(device), wall_seconds=time.perf_counter() - start,
                   params=model.param_count(), flops_per_example=model.flops_per_example(),
                   mean_hops=[float(hops_to_inputs(model.topo, i).mean()) for i in range(n)])
-    return [_member_result(c, seeds, recorders[k].curves, ended_at.get(k, epoch),
-                           slice(k * n, (k + 1) * n), status, reasons, best_epoch, stop, common)
+    return [_member_result(c, seeds, recorders[k].curves, ended_at.get(k, epoch), slices[k],
+                           status, reasons, best_epoch, stop, common)
             for k, c in enumerate(configs)]
 
 
