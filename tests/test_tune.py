@@ -146,6 +146,7 @@ def optuna_url(run_dir) -> str:
 def test_parity_equal_budget_and_disjoint_seeds(runs):
     from dagstudy.study.loop import counted
     from dagstudy.study.query import load_study
+    from dagstudy.study.spec import StudySpec
 
     saved = runs["first"]
     studies = {t["study"] for arms in saved["tuning"].values() for t in arms.values()}
@@ -153,7 +154,7 @@ def test_parity_equal_budget_and_disjoint_seeds(runs):
     for name in studies:
         study = load_study(name, optuna_url(runs["run_dir"]))
         assert counted(study) == TUNE["trials"] == len(study.trials)
-        tuning_seeds = {s for t in study.trials for s in t.user_attrs["seeds"]}
+        tuning_seeds = set(StudySpec(**study.user_attrs["spec"]).seed_list)
         for idea, arms in saved["results"].items():
             for arm, result in arms.items():
                 assert tuning_seeds.isdisjoint(result["seeds"]), (name, idea, arm)

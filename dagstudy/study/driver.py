@@ -219,7 +219,7 @@ def _run_leased(spec: StudySpec, storage: Storage, study: optuna.Study,
     tracker = study_tracker(study, storage, run_dir, rdb=rdb)
     if resume:
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            requeue(study, rdb, stale, "driver died", tracker)
+            requeue(study, rdb, stale, "driver died", tracker, spec.seed_list)
     if progress is not None:
         progress(f"study {spec.name}: starting Ray...")
     started = connect_ray(address, num_cpus)

@@ -54,8 +54,10 @@ def counted(study: optuna.Study) -> int:
 
 
 def requeue(study: optuna.Study, storage: optuna.storages.BaseStorage,
-            trial: optuna.trial.FrozenTrial, reason: str, tracker: Tracker) -> None:
-    """Fail a trial that will never report back and queue its params to run again."""
+            trial: optuna.trial.FrozenTrial, reason: str, tracker: Tracker,
+            seeds: list[int]) -> None:
+    """Fail a trial that will never report back and queue its params to run again; its MLflow
+    run (if it was launched) ends FAILED with ``reason``; ``seeds``: the study's."""
     # The trial may belong to a dead process, so there is no ``optuna.Trial`` to set user
     # attributes through: write them to the storage directly, before the trial is finished.
     for key, value in {"failure_reason": reason, "requeued": True}.items():
@@ -67,7 +69,7 @@ def requeue(study: optuna.Study, storage: optuna.storages.BaseStorage,
     if "config" in attrs:  # launched: it has (or should have had) an MLflow run
         tracker.end_trial(attrs.get("mlflow_run_id"), TrialRecord(
             number=trial.number, state="FAIL", config=attrs["config"], params=trial.params,
-            seeds=attrs.get("seeds", []), rows=[], result=None, objective=None, reason=reason,
+            seeds=seeds, rows=[], result=None, objective=None, reason=reason,
             report_seconds=None))
 
 
@@ -149,7 +151,6 @@ class TrialLoop:
             config_dict = config.model_dump(mode="json")
             run_id = self.tracker.start_trial(trial.number, config_dict, trial.params)
             trial.set_user_attr("config", config_dict)
-            trial.set_user_attr("seeds", self.spec.seed_list)
             if run_id is not None:  # a background tracker links its runs itself
                 trial.set_user_attr("mlflow_run_id", run_id)
             packs.setdefault(pack_key(config), []).append(_Running(trial, config_dict, run_id))
@@ -182,7 +183,7 @@ class TrialLoop:
                 # run its params once more, elsewhere
                 number = running.trial.number
                 frozen = self.rdb.get_trial(trial_id(self.rdb, self.study, number))
-                requeue(self.study, self.rdb, frozen, reason, self.tracker)
+                requeue(self.study, self.rdb, frozen, reason, self.tracker, self.spec.seed_list)
                 self.counts[TrialState.FAIL] += 1  # shown, but not counted toward the budget
                 self.requeued += 1
                 outs.append(None)
@@ -270,7 +271,8 @@ class TrialLoop:
         for running in (r for pack in self.pending.values() for r in pack):
             try:
                 frozen = self.rdb.get_trial(trial_id(self.rdb, self.study, running.trial.number))
-                requeue(self.study, self.rdb, frozen, "interrupted", self.tracker)
+                requeue(self.study, self.rdb, frozen, "interrupted", self.tracker,
+                        self.spec.seed_list)
             except Exception as e:
                 warnings.warn(f"trial {running.trial.number} not re-queued ({error_line(e)}); "
                               f"`dagstudy resume {self.study.study_name}` will", stacklevel=2)
