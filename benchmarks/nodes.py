@@ -10,14 +10,14 @@ is scheduled on a separate raylet as on a real cluster (object transfer between 
 worker process per node). The study is ``studies/smoke.yaml``'s space narrowed to one shape
 (digits, DAG depth 2, width 16, 1 seed, Adam with lr sampled, random sampler, no pruner), on
 SQLite in a temporary run directory, ``max_concurrent`` = nodes; the epoch count per length is
-calibrated first (one epoch timed in this process, one torch thread). Trials per length:
+calibrated first on the cluster (10 epochs timed in one task per node, all at once, one torch
+thread each), so that the nodes' sharing of this machine's cores is in it. Trials per length:
 ``--trials`` (default 24 x nodes / length in s, at least 3 per node).
 
 Measured (the timers of ``benchmarks/scale.py``, wrapping library methods in this process):
 
 - trial s: the median training time per trial, as the workers report it (``wall_seconds``
-  minus the Optuna reports), which on a machine with fewer cores than nodes is longer than
-  the target because the nodes share the cores;
+  minus the Optuna reports), to compare with the target;
 - busy %: the workers' training time summed / (nodes x the driver's loop time): 100% means no
   worker ever waited for the driver;
 - driver ms/trial: the driver thread's time per trial outside ``ray.wait``.
@@ -52,13 +52,21 @@ from dagstudy.trainer import load_data, train  # noqa: E402
 BASE = {"topology": "dag", "depth": 2, "width": 16, "probe_size": 128}
 
 
-def epoch_seconds() -> float:
-    """Seconds of one epoch of the benchmark's trial, in this process on one thread."""
+def _epoch_seconds(epochs: int) -> float:
+    """Seconds per epoch of the benchmark's trial trained for ``epochs`` epochs, in the calling
+    process on one torch thread (after a one-epoch warm-up)."""
     torch.set_num_threads(1)
-    config = TrainConfig(dataset="digits", epochs=3, **BASE)
+    config = TrainConfig(dataset="digits", epochs=epochs, **BASE)
     data = load_data(config, [0], torch.device("cpu"))
     train(config.model_copy(update={"epochs": 1}), [0], data, "cpu")  # warm up
-    return train(config, [0], data, "cpu").wall_seconds / 3
+    return train(config, [0], data, "cpu").wall_seconds / epochs
+
+
+def epoch_seconds(nodes: int) -> float:
+    """Seconds of one epoch of the benchmark's trial on the cluster: the median over one Ray
+    task per node, all at once (the nodes share this machine's cores as the trials will)."""
+    task = ray.remote(num_cpus=1)(_epoch_seconds)
+    return statistics.median(ray.get([task.remote(10) for _ in range(nodes)]))
 
 
 def study(name: str, trials: int, epochs: int, nodes: int, run_dir: str) -> dict:
@@ -103,14 +111,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="lengths 0.5 and 2 s only")
     args = parser.parse_args()
     lengths = [0.5, 2.0] if args.quick else [float(x) for x in args.lengths.split(",")]
-    per_epoch = epoch_seconds()
-    log(f"one epoch: {per_epoch * 1000:.0f} ms on one thread")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for _ in range(args.nodes):
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     rows = []
     try:
+        ray.init(address=cluster.address, log_to_driver=False, logging_level="WARNING")
+        try:
+            per_epoch = epoch_seconds(args.nodes)
+        finally:
+            ray.shutdown()
+        log(f"one epoch: {per_epoch * 1000:.0f} ms with every node training")
         for length in lengths:
             trials = args.trials or max(3 * args.nodes, round(24 * args.nodes / length))
             rows.append(run_case(cluster, length, per_epoch, trials, args.nodes))

@@ -632,7 +632,7 @@ def run_pair(tmp_path: Path, env: dict[str, str], address: str, names: dict[str,
     for name, width in names.items():
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(slow_trials(
-            name, trials=PAIR_TRIALS, epochs=20,
+            name, trials=PAIR_TRIALS, epochs=12,
             search={"width": [width], "lr": [1e-3, 1e-2, 3e-2]})))
         with (tmp_path / f"{name}.log").open("w") as log:
             procs[name] = subprocess.Popen(

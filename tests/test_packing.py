@@ -8,6 +8,7 @@ import torch
 
 from dagstudy.config import TrainConfig
 from dagstudy.packing import check_pack, pack_key
+from dagstudy.study.loop import pack_size
 from dagstudy.trainer import load_data, train, train_packed
 
 CPU = torch.device("cpu")
@@ -73,3 +74,19 @@ def test_configurations_that_differ_in_shape_do_not_pack_and_the_error_names_the
     with pytest.raises(ValueError, match="optimizer_params"):  # fista packs nothing of its own
         check_pack([lipschitz, TrainConfig(**BASE, optimizer="fista",
                                            optimizer_params={"l1": 1e-4})])
+
+
+@pytest.mark.parametrize(("left", "most", "slots", "sizes"), [
+    (24, 8, 2, [8, 8, 4, 2, 1, 1]),  # not a third 8 alone, with a slot idle
+    (40, 8, 2, [8, 8, 8, 8, 4, 2, 1, 1]),
+    (5, 8, 2, [3, 1, 1]),
+    (4, 1, 3, [1, 1, 1, 1]),  # unpacked: one trial per task
+    (9, 8, 1, [8, 1]),
+    (0, 8, 2, []),
+])
+def test_packs_shrink_near_the_end_so_the_slots_finish_together(left, most, slots, sizes):
+    launched = []
+    while size := pack_size(left, most, slots):
+        launched.append(size)
+        left -= size
+    assert launched == sizes

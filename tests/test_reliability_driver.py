@@ -51,7 +51,7 @@ def test_the_lease_refuses_a_second_driver_and_passes_on_when_stale(tmp_path):
 
 @pytest.mark.slow
 def test_resume_while_the_driver_runs_is_refused_and_loses_nothing(tmp_path, no_ray_env):
-    study = write(tmp_path, tiny("busy", epochs=30, budget={"trials": 4},
+    study = write(tmp_path, tiny("busy", epochs=12, budget={"trials": 4},
                                  base={"topology": "dag", "depth": 4, "width": 64}))
     run_dir = str(tmp_path / "runs")
     first = subprocess.Popen([sys.executable, "-m", "dagstudy.cli", "run", str(study),

@@ -252,7 +252,7 @@ def test_kill_driver_then_resume(cluster, run_dir, tmp_path):
     name = "resumable"
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(study_data(
-        name, epochs=8, budget={"trials": 8}, search={"lr": {"low": 1e-3, "high": 3e-2}},
+        name, epochs=5, budget={"trials": 8}, search={"lr": {"low": 1e-3, "high": 3e-2}},
         base={"topology": "dag", "depth": 3, "width": 32}, pruner={"name": "none"},
         sampler={"name": "random", "seed": 0})))
     url = storage_for(parse_spec(yaml.safe_load(path.read_text())), run_dir).optuna

@@ -73,6 +73,15 @@ def requeue(study: optuna.Study, storage: optuna.storages.BaseStorage,
             report_seconds=None))
 
 
+def pack_size(left: int, most: int, slots: int) -> int:
+    """How many trials the next task holds when ``left`` trials are still to launch, a task
+    holds at most ``most`` and ``slots`` tasks run at once: guided self-scheduling, at most
+    ``left / slots`` (rounded up), so that the tasks near the end shrink and the slots finish
+    together instead of one slot training a last full pack alone (24 left, up to 8, 2 slots:
+    8, 8, 4, 2, 1, 1)."""
+    return max(0, min(most, math.ceil(left / slots)))
+
+
 @dataclass
 class _Running:
     trial: optuna.Trial
@@ -129,10 +138,11 @@ class TrialLoop:
         wall = self.spec.budget.wall_minutes
         if wall is not None and time.monotonic() - self.start >= wall * 60:
             return 0
+        most = self.spec.packing.max
         if self.target is None:
-            return self.spec.packing.max
+            return most
         left = self.target - self.already - self.finished_here - self.running
-        return max(0, min(self.spec.packing.max, left))
+        return pack_size(left, most, self.spec.max_concurrent)
 
     def _launch(self, n: int) -> None:
         """Ask ``n`` trials and launch them, one task per network shape among them."""
