@@ -423,10 +423,10 @@ def test_ray_runner_streams_epochs_before_the_result(cluster, monkeypatch):
 def test_trial_curves_are_live_in_mlflow(cluster, run_dir, monkeypatch):
     """A trial's per-epoch rows reach its MLflow run while it trains (handed to the tracker
     before Optuna finished the trial), and the final upload logs the same points once."""
-    from dagstudy.study import loop
+    from dagstudy.study import feed
     from dagstudy.tracking.tracker import Tracker
 
-    monkeypatch.setattr(loop, "STREAM_SECONDS", 0.2)
+    monkeypatch.setattr(feed, "STREAM_SECONDS", 0.2)
     calls = []
     log_epochs = Tracker._log_epochs
 

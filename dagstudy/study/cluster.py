@@ -18,7 +18,7 @@ from typing import Any
 
 import ray
 
-from dagstudy.study.feed import STREAM_SECONDS, open_feed, take
+from dagstudy.study.feed import STREAM_SECONDS, FeedReader, open_feed
 from dagstudy.study.rdb import error_line
 from dagstudy.study.spec import Resources
 from dagstudy.study.worker import train_job
@@ -35,10 +35,10 @@ def ray_runner(
 ) -> Callable[..., Iterable[tuple[Any, dict[str, Any]]]]:
     """A confirmation ``Runner`` over Ray tasks: every job launched at once (``on_start(job)``
     just before each), each result yielded as it finishes. With ``on_epochs(job, rows,
-    epoch_ms)`` the tasks' per-epoch rows arrive live through an ``EpochFeed``, taken every
-    ``STREAM_SECONDS`` while jobs run. A job whose task raised, or whose worker died twice,
-    yields a ``TrialResult.crashed`` result with the reason. Connect Ray first
-    (``connect_ray``)."""
+    epoch_ms)`` the tasks' per-epoch rows arrive live through an ``EpochFeed``, read every
+    ``STREAM_SECONDS`` while jobs run (``FeedReader``). A job whose task raised, or whose
+    worker died twice, yields a ``TrialResult.crashed`` result with the reason. Connect Ray
+    first (``connect_ray``)."""
     res = resources or Resources()
 
     def run(jobs: list, on_start: Callable[[Any], None] | None = None,
@@ -46,6 +46,7 @@ def ray_runner(
             ) -> Iterable[tuple[Any, dict[str, Any]]]:
         opts = dict(num_cpus=res.cpus, num_gpus=res.gpu, max_retries=1)
         feed = open_feed() if on_epochs is not None else None
+        reader = FeedReader(feed) if feed is not None else None
         refs = {}
         for index, job in enumerate(jobs):
             if on_start is not None:
@@ -56,8 +57,8 @@ def ray_runner(
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1,
                                 timeout=STREAM_SECONDS if feed is not None else None)
-            if feed is not None:
-                for index, (rows, epoch_ms) in take(feed).items():
+            if reader is not None:
+                for index, (rows, epoch_ms) in reader.poll().items():
                     on_epochs(jobs[index], rows, epoch_ms)
             if not ready:
                 continue

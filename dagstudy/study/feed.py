@@ -4,8 +4,8 @@ A driver makes one ``EpochFeed`` (a Ray actor holding a list) per study or confi
 its handle to every task. A worker wraps it in a ``FeedWriter`` keyed by what it trains (a trial
 number, an arm job's index): ``add(row)`` stamps the row with the wall-clock time its epoch ended
 (ms since the Unix epoch, the time MLflow records) and sends the rows gathered so far at most
-every ``interval`` seconds, without waiting for the actor. The driver calls ``take(feed)`` on
-its own schedule and logs what arrived.
+every ``interval`` seconds, without waiting for the actor. The driver polls a ``FeedReader``
+on its own schedule, which never waits for the actor either, and logs what arrived.
 
 The feed is best effort: rows it drops (the actor's ``limit``, a dead actor) are still in the
 task's result, which carries every row with the same timestamps, so the final upload logs the
@@ -14,6 +14,7 @@ same metric points (MLflow keeps one point per key, step, timestamp and value).
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ import ray
 Row = dict[str, Any]
 
 STREAM_SECONDS = 2.0
-"""Seconds between two takes of a feed by a driver: how live the curves are."""
+"""Seconds between two asks of a feed by a driver: how live the curves are."""
 
 
 class _Feed:
@@ -49,21 +50,38 @@ def open_feed(limit: int = 100_000) -> ray.actor.ActorHandle:
     return EpochFeed.remote(limit)
 
 
-def take(feed: ray.actor.ActorHandle,
-         timeout: float = 10.0) -> dict[Any, tuple[list[Row], list[int]]]:
-    """The rows that arrived since the last take, by key: ``(rows, epoch_ms)``, each row's
-    epoch end time in ms beside it; empty when the feed does not answer within ``timeout``
-    seconds (the rows are not lost: every task returns them too)."""
-    try:
-        items = ray.get(feed.take.remote(), timeout=timeout)
-    except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError):
-        return {}
-    out: dict[Any, tuple[list[Row], list[int]]] = {}
-    for key, row, ms in items:
-        rows, epoch_ms = out.setdefault(key, ([], []))
-        rows.append(row)
-        epoch_ms.append(ms)
-    return out
+class FeedReader:
+    """A driver's side of a feed. ``poll()`` never waits for the actor (a worker process that
+    may be starved of CPU): it returns the answer to its previous ask once that has arrived
+    (else nothing yet) and asks again at most every ``interval`` seconds (None:
+    ``STREAM_SECONDS``)."""
+
+    def __init__(self, feed: ray.actor.ActorHandle, interval: float | None = None):
+        self.feed = feed
+        self.interval = STREAM_SECONDS if interval is None else interval
+        self._asked: ray.ObjectRef | None = None
+        self._asked_at = -math.inf  # time.monotonic() of the last ask
+
+    def poll(self) -> dict[Any, tuple[list[Row], list[int]]]:
+        """The rows that arrived since the last answer, by key: ``(rows, epoch_ms)``, each
+        row's epoch end time in ms beside it; empty while an ask is unanswered, or when the
+        actor failed (the rows are not lost: every task returns them too)."""
+        out: dict[Any, tuple[list[Row], list[int]]] = {}
+        if self._asked is not None:
+            if not ray.wait([self._asked], timeout=0)[0]:
+                return out
+            try:
+                items = ray.get(self._asked)
+            except ray.exceptions.RayError:
+                items = []
+            self._asked = None
+            for key, row, ms in items:
+                rows, epoch_ms = out.setdefault(key, ([], []))
+                rows.append(row)
+                epoch_ms.append(ms)
+        if time.monotonic() - self._asked_at >= self.interval:
+            self._asked, self._asked_at = self.feed.take.remote(), time.monotonic()
+        return out
 
 
 class FeedWriter:

@@ -3,9 +3,9 @@
 ``TrialLoop.run`` keeps up to ``max_concurrent`` tasks in flight until the budget is met (see
 ``driver`` for the budget, failures and re-queueing). A task trains one trial or, with
 ``packing.max`` > 1, a pack: the trials asked together that share a network shape
-(``packing.pack_key``), each told on its own. It also
-passes the per-epoch rows its workers send through an ``EpochFeed`` to the tracker at most
-every ``STREAM_SECONDS`` (live MLflow curves), renews the driver's lease
+(``packing.pack_key``), each told on its own. It also passes the per-epoch rows its workers
+send through an ``EpochFeed`` to the tracker at most every ``STREAM_SECONDS`` (live MLflow
+curves; read with a ``FeedReader``, which never waits), renews the driver's lease
 (``lease.renew``) every ``lease.heartbeat_seconds()`` and stops, re-queueing what runs, when
 ``request_stop`` was called (SIGTERM) or the lease was lost.
 """
@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from dagstudy.config import format_errors
 from dagstudy.memory import GIB
 from dagstudy.packing import pack_key
-from dagstudy.study.feed import STREAM_SECONDS, open_feed, take
+from dagstudy.study.feed import FeedReader, open_feed
 from dagstudy.study.lease import Lease, heartbeat_seconds, renew
 from dagstudy.study.progress import Status
 from dagstudy.study.rdb import error_line
@@ -110,7 +110,7 @@ class TrialLoop:
         self.requeued = sum(1 for t in trials if t.user_attrs.get("requeued"))
         self.best: tuple[float, int] | None = None  # (value, number), kept from outcomes
         self.feed: ray.actor.ActorHandle | None = None  # made by ``run`` (Ray is up by then)
-        self.streamed = 0.0  # time.monotonic() of the last take
+        self.reader: FeedReader | None = None
         for t in trials:
             if t.state == TrialState.COMPLETE:
                 self._note_best(t.value, t.number)
@@ -245,6 +245,7 @@ class TrialLoop:
         """Run to the budget; ``StopRequested`` after ``request_stop``, ``LeaseLost`` if
         another driver took the study (the caller re-queues what runs: ``interrupt``)."""
         self.feed = open_feed()
+        self.reader = FeedReader(self.feed)
         self._fill()
         while self.pending:
             if self.stop_requested:
@@ -261,11 +262,10 @@ class TrialLoop:
             self.progress(self.status())
 
     def _stream(self) -> None:
-        """Hand the live rows that arrived to the tracker (at most every ``STREAM_SECONDS``)."""
-        if self.feed is None or time.monotonic() - self.streamed < STREAM_SECONDS:
+        """Hand the live rows that arrived to the tracker (``FeedReader``: never waits)."""
+        if self.reader is None:
             return
-        self.streamed = time.monotonic()
-        for number, (rows, epoch_ms) in take(self.feed).items():
+        for number, (rows, epoch_ms) in self.reader.poll().items():
             self.tracker.log_epochs(number, rows, epoch_ms)
 
     def _heartbeat(self) -> None:
