@@ -384,12 +384,17 @@ def run_baseline(tree: Path, kind: str, workers: int, args) -> Baseline:
     load = os.getloadavg()[0]
     log(f"baseline {args.baseline}: {kind}, {workers} workers (load average {load:.1f})")
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    # cwd: Ray puts the driver's working directory on its workers' sys.path, so from this
+    # repository the workers would import this tree's dagstudy, not the baseline's
     done = subprocess.run([sys.executable, str(tree / "benchmarks" / "scale.py"),
                            "--trials", str(args.trials), "--epochs", str(args.epochs),
                            "--storage", kind, "--workers", str(workers)],
-                          env=env, capture_output=True, text=True, timeout=3600)
+                          env=env, cwd=tree, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"baseline run failed:\n{done.stderr[-3000:]}")
+    complete = f"{args.trials} trials ({args.trials} complete)"
+    if complete not in done.stderr:
+        raise RuntimeError(f"baseline run: not every trial completed:\n{done.stderr[-3000:]}")
     lines = done.stdout.splitlines()
     row = next(line for line in lines if line.startswith(f"| {kind} | {workers}"))
     per_trial = next(line for line in lines if line.strip().startswith(f"{kind} ")
