@@ -418,9 +418,10 @@ def print_baseline(results: list[Result], baselines: dict[tuple[str, int], Basel
     print("|---|--:|--:|--:|--:|--:|--:|--:|")
     for r in results:
         b = baselines[(r.storage, r.workers)]
-        print(f"| {r.storage} | {r.workers} | {b.per_min:.0f} | {r.per_min:.0f} | "
-              f"{r.per_min / b.per_min:.2f}x | {b.driver_ms:.0f} | {r.driver_ms:.0f} | "
-              f"{b.load:.1f} / {r.load:.1f} |")
+        ratio = (f"{r.per_min / b.per_min:.2f}x" if r.complete == r.trials
+                 else f"- ({r.trials - r.complete} trials did not complete)")
+        print(f"| {r.storage} | {r.workers} | {b.per_min:.0f} | {r.per_min:.0f} | {ratio} | "
+              f"{b.driver_ms:.0f} | {r.driver_ms:.0f} | {b.load:.1f} / {r.load:.1f} |")
 
 
 def print_tables(results: list[Result], cores: int) -> None:

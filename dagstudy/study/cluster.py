@@ -46,7 +46,7 @@ def ray_runner(
             ) -> Iterable[tuple[Any, dict[str, Any]]]:
         opts = dict(num_cpus=res.cpus, num_gpus=res.gpu, max_retries=1)
         feed = open_feed() if on_epochs is not None else None
-        reader = FeedReader(feed) if feed is not None else None
+        reader = FeedReader(feed, STREAM_SECONDS) if feed is not None else None
         refs = {}
         for index, job in enumerate(jobs):
             if on_start is not None:

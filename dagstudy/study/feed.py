@@ -65,7 +65,8 @@ class FeedReader:
     def poll(self) -> dict[Any, tuple[list[Row], list[int]]]:
         """The rows that arrived since the last answer, by key: ``(rows, epoch_ms)``, each
         row's epoch end time in ms beside it; empty while an ask is unanswered, or when the
-        actor failed (the rows are not lost: every task returns them too)."""
+        actor failed (the rows are not lost: every task returns them too). An ask that
+        cannot be sent stops the reading, never the caller."""
         out: dict[Any, tuple[list[Row], list[int]]] = {}
         if self._asked is not None:
             if not ray.wait([self._asked], timeout=0)[0]:
@@ -79,8 +80,11 @@ class FeedReader:
                 rows, epoch_ms = out.setdefault(key, ([], []))
                 rows.append(row)
                 epoch_ms.append(ms)
-        if time.monotonic() - self._asked_at >= self.interval:
-            self._asked, self._asked_at = self.feed.take.remote(), time.monotonic()
+        if self.feed is not None and time.monotonic() - self._asked_at >= self.interval:
+            try:
+                self._asked, self._asked_at = self.feed.take.remote(), time.monotonic()
+            except Exception:  # live curves are best effort; every task returns its rows
+                self.feed = None
         return out
 
 

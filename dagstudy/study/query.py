@@ -7,7 +7,8 @@ directory: ``$DAGSTUDY_HOME`` or ``./dagstudy-runs``).
 
 Per trial, the driver stores user attributes that these tables expose: ``mean``, ``std`` and
 ``per_seed`` (the objective metric's final values), ``config`` (the resolved ``TrainConfig``),
-``seeds``, ``mlflow_run_id`` and, for failed or pruned trials, ``failure_reason``. A trial
+``mlflow_run_id`` and, for failed or pruned trials, ``failure_reason``; the seeds are the
+study's (``StudySpec(**study.user_attrs["spec"]).seed_list``). A trial
 launched while MLflow was unreachable gets its run later; its id is then in the study's
 ``mlflow_run_ids`` user attribute (``trial_run_id`` reads both).
 """

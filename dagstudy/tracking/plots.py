@@ -89,8 +89,8 @@ def plot_learning_curves(rows: list[dict], seeds: list[int], title: str,
         epochs = [row["epoch"] for row in rows]
         for name, lines in figure.lines.items():
             series = _series(rows, name)
-            for line, values in zip(lines, [*series, _mean_over_seeds(series)]):
-                line.set_data(epochs, values)
+            for line, values in zip(lines, [*series, _mean_over_seeds(series)], strict=True):
+                line.set_data(epochs, values)  # strict: rows of other seeds never refill
         figure.save(title, path)
 
 
@@ -120,7 +120,8 @@ def plot_dead_fraction(rows: list[dict], seeds: list[int], title: str,
             _figures[key] = _dead_figure(tuple(seeds), blocks)
         figure = _figures[key]
         epochs = [row["epoch"] for row in rows]
-        for line, values in zip(figure.lines["per_seed"], _series(rows, "dead_fraction")):
+        for line, values in zip(figure.lines["per_seed"], _series(rows, "dead_fraction"),
+                                strict=True):
             line.set_data(epochs, values)
         for b, line in enumerate(figure.lines["by_block"]):
             line.set_data(epochs, [sum(s[b] for s in e) / len(e) for e in by_block])
