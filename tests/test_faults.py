@@ -24,12 +24,10 @@ import pytest
 import ray
 import sqlalchemy
 import yaml
-from local_stack_util import VENV_BIN, start_stack
+from local_stack_util import start_stack
 from mlflow.tracking import MlflowClient
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
-from ray.cluster_utils import Cluster
-from ray.util.state import list_tasks
 
 import dagstudy.study.rdb
 from dagstudy.study.driver import run_study
@@ -42,7 +40,7 @@ from dagstudy.study.rdb import (
     is_connection_loss,
     retry_seconds_from_env,
 )
-from dagstudy.study.storage import open_storage, storage_for
+from dagstudy.study.storage import open_storage
 from dagstudy.urls import redact_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -408,95 +406,6 @@ def test_pickles(sqlite_url, clock, monkeypatch):
 
 # --- Ray on 127.0.0.1 --------------------------------------------------------------------------
 
-@pytest.fixture
-def loopback_ray(monkeypatch):
-    """Ray settings for clusters bound to 127.0.0.1, here and in child processes.
-
-    Ray turns ``127.0.0.1`` in an address into this machine's outward IP, which a node bound
-    to 127.0.0.1 does not answer; its single-machine mode (clusters "disabled" as on macOS)
-    keeps loopback addresses as they are."""
-    assert not ray.is_initialized()
-    for var in ("DAGSTUDY_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI", "DAGSTUDY_HOME", "RAY_ADDRESS",
-                "PGPASSWORD"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)
-    monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}")
-    yield
-    if ray.is_initialized():  # a failed test left its driver connected
-        ray.shutdown()
-
-
-@pytest.fixture
-def cluster(loopback_ray):
-    """A head node without CPUs (and its dashboard) and two worker nodes of one CPU each."""
-    loopback = {"node_ip_address": "127.0.0.1"}
-    nodes = Cluster(initialize_head=True, head_node_args={
-        **loopback, "num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-        "dashboard_port": 0})
-    try:
-        workers = [nodes.add_node(num_cpus=1, **loopback) for _ in range(2)]
-        nodes.wait_for_nodes()
-        yield nodes, workers
-    finally:
-        ray.shutdown()
-        nodes.shutdown()
-
-
-def train_tasks(dashboard: str, **filters) -> list:
-    return [t for t in list_tasks(address=dashboard, detail=True, raise_on_missing_output=False,
-                                  filters=[(k, "=", v) for k, v in filters.items()])
-            if t.name.endswith("train_pack")]
-
-
-def executing_trial(pid: int) -> bool:
-    """Whether Ray worker ``pid`` runs a trial now (not what the state API said a second ago):
-    Ray titles a worker process by the task it executes."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::train_pack")
-    except OSError:
-        return False
-
-
-def test_removed_worker_node_trials_run_again(cluster, tmp_path):
-    nodes, workers = cluster
-    dashboard = f"http://{nodes.webui_url}"
-    spec = parse_spec(slow_trials("lost_node", trials=6, epochs=40))
-    reader = open_storage(storage_for(spec, tmp_path).optuna)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # SQLite on a "cluster": every node shares tmp_path
-        thread, box = in_thread(lambda: run_study(spec, run_dir=tmp_path, address=nodes.address))
-
-        def victim():  # a worker node running a trial far from its end, once one is COMPLETE
-            states = by_state(reader, "lost_node")
-            if not states.get(TrialState.COMPLETE) or any(
-                    len(t.intermediate_values) > spec.epochs // 2
-                    for t in states.get(TrialState.RUNNING, [])):
-                return None
-            ids = {w.node_id: w for w in workers}
-            busy = [ids[t.node_id] for t in train_tasks(dashboard, state="RUNNING")
-                    if t.node_id in ids and executing_trial(t.worker_pid)]
-            return busy and (states, busy[0])
-
-        before, node = wait_until(victim, 90, "a COMPLETE trial and a trial on a worker node")
-        nodes.remove_node(node, allow_graceful=False)
-        study = joined(thread, box, 120)
-
-    assert_finished_budget(study, 6)
-    trials = study.trials
-    for t in before[TrialState.COMPLETE]:
-        assert trials[t.number].state == TrialState.COMPLETE
-        assert trials[t.number].value == t.value
-    interrupted = [trials[t.number] for t in before.get(TrialState.RUNNING, [])]
-    assert interrupted
-    assert [(t.state, t.user_attrs.get("failure_reason")) for t in interrupted] == [
-        (TrialState.COMPLETE, None)] * len(interrupted)
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
-    retried = [t for t in train_tasks(dashboard) if t.attempt_number > 0]
-    assert retried and {t.state for t in retried} == {"FINISHED"}
-    assert {t.node_id for t in retried} == {workers[1 - workers.index(node)].node_id}
-
-
 # --- PostgreSQL through infra/local/up.sh ------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -679,15 +588,6 @@ def assert_separate(url: str, mlflow_uri: str, names: dict[str, int]) -> None:
                        max(t.datetime_complete for t in study.trials))
     (a_start, a_end), (b_start, b_end) = spans.values()
     assert a_start < b_end and b_start < a_end, spans  # they overlapped in time
-
-
-def test_two_studies_at_once_on_sqlite(loopback_ray, tmp_path):
-    names = {"pair_narrow": 8, "pair_wide": 16}
-    storage = storage_for(None, tmp_path / "runs")
-    # Both drivers create the fresh run directory's Optuna and MLflow databases at once.
-    with local_ray() as address:
-        run_pair(tmp_path, dict(os.environ), address, names)
-    assert_separate(storage.optuna, storage.mlflow, names)
 
 
 @needs_postgres

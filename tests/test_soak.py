@@ -19,7 +19,7 @@ import optuna
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from test_faults import LIVE, cluster, loopback_ray, wait_until  # noqa: F401 (fixtures)
+from test_faults import LIVE, wait_until
 
 from dagstudy.study.loop import counted
 from dagstudy.study.storage import storage_for
@@ -59,7 +59,7 @@ def complete(url: str) -> int:
 
 
 @pytest.mark.slow
-def test_soak_worker_node_and_driver_faults_lose_no_trial(cluster, tmp_path, monkeypatch):  # noqa: F811
+def test_soak_worker_node_and_driver_faults_lose_no_trial(cluster, tmp_path, monkeypatch):
     nodes, workers = cluster
     monkeypatch.setenv("DAGSTUDY_LEASE_STALE_SECONDS", "3")
     path = tmp_path / "soak.yaml"
