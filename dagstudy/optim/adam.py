@@ -30,10 +30,15 @@ class Adam(MinibatchVariant):
     packable: ClassVar[frozenset[str]] = frozenset(
         {"lr", "beta1", "beta2", "eps", "weight_decay"})
 
-    def __init__(self, params, lr, hp, members=None):
-        super().__init__(params, lr, hp, members)
-        self._corrected_step = 0
-        self._corrected: tuple[list[float], list[float]] = ([], [])
+    @torch.no_grad()
+    def step(self) -> None:
+        """Per seed at this step ``t``, once for every parameter's update: the bias-corrected
+        step ``lr / (1 - beta1^t)`` and ``sqrt(1 - beta2^t)``."""
+        t = self.steps + 1
+        self._step_size = [lr / (1 - b1**t)
+                           for lr, b1 in zip(self.values("lr"), self.values("beta1"))]
+        self._bias2_sqrt = [(1 - b2**t) ** 0.5 for b2 in self.values("beta2")]
+        super().step()
 
     def update_param(self, p, grad, state):
         if self.any_nonzero("weight_decay"):
@@ -44,17 +49,6 @@ class Adam(MinibatchVariant):
         beta1, beta2 = self.per_seed("beta1", p), self.per_seed("beta2", p)
         state["exp_avg"].lerp_(grad, 1 - beta1)
         state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad * (1 - beta2))
-        step_size, bias2_sqrt = (shaped(c, p) for c in self._corrections())
+        step_size, bias2_sqrt = shaped(self._step_size, p), shaped(self._bias2_sqrt, p)
         denom = (state["exp_avg_sq"].sqrt() / bias2_sqrt).add_(self.per_seed("eps", p))
         p.sub_(step_size * state["exp_avg"] / denom)
-
-    def _corrections(self) -> tuple[list[float], list[float]]:
-        """Per seed at this step ``t``: ``lr / (1 - beta1^t)`` and ``sqrt(1 - beta2^t)``,
-        computed once per step (every parameter's update uses them)."""
-        if self._corrected_step != self.steps:
-            t = self.steps
-            self._corrected = (
-                [lr / (1 - b1**t) for lr, b1 in zip(self.values("lr"), self.values("beta1"))],
-                [(1 - b2**t) ** 0.5 for b2 in self.values("beta2")])
-            self._corrected_step = t
-        return self._corrected
