@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -63,6 +64,14 @@ _figures: dict[tuple, _TrialFigure] = {}
 _figures_lock = threading.Lock()  # the tracker's background thread renders too (at upload)
 
 
+def _figure(key: tuple, build: Callable[[], _TrialFigure]) -> _TrialFigure:
+    """This process's figure for ``key`` (a kind and its layout), built on first use; call
+    with ``_figures_lock`` held."""
+    if key not in _figures:
+        _figures[key] = build()
+    return _figures[key]
+
+
 def _learning_figure(seeds: tuple[int, ...]) -> _TrialFigure:
     fig = Figure(figsize=(10, 3.5))
     fig.subplots_adjust(**_FIXED_MARGINS)
@@ -82,10 +91,8 @@ def plot_learning_curves(rows: list[dict], seeds: list[int], title: str,
     """Training loss, validation loss and validation accuracy per epoch: each seed thin, the
     mean over seeds bold."""
     with _figures_lock:
-        key = ("learning_curves", tuple(seeds))
-        if key not in _figures:
-            _figures[key] = _learning_figure(tuple(seeds))
-        figure = _figures[key]
+        figure = _figure(("learning_curves", tuple(seeds)),
+                         lambda: _learning_figure(tuple(seeds)))
         epochs = [row["epoch"] for row in rows]
         for name, lines in figure.lines.items():
             series = _series(rows, name)
@@ -115,10 +122,8 @@ def plot_dead_fraction(rows: list[dict], seeds: list[int], title: str,
     by_block = [row["dead_by_block"] for row in rows]  # [epoch][seed][block]
     blocks = len(by_block[0][0])
     with _figures_lock:
-        key = ("dead_fraction", tuple(seeds), blocks)
-        if key not in _figures:
-            _figures[key] = _dead_figure(tuple(seeds), blocks)
-        figure = _figures[key]
+        figure = _figure(("dead_fraction", tuple(seeds), blocks),
+                         lambda: _dead_figure(tuple(seeds), blocks))
         epochs = [row["epoch"] for row in rows]
         for line, values in zip(figure.lines["per_seed"], _series(rows, "dead_fraction"),
                                 strict=True):
