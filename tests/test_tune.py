@@ -9,6 +9,7 @@ import json
 import pytest
 import ray
 import yaml
+from test_confirm import ACCURACY
 
 from dagstudy.config import TrainConfig
 from dagstudy.confirmation.loader import ConfirmInputError, load_spec
@@ -20,7 +21,6 @@ BASE = dict(dataset="digits", depth=2, width=16, epochs=3, optimizer="sgd", lr=0
             probe_size=64)
 TUNE = dict(trials=4, seeds=2, objective={"metric": "val_loss", "direction": "minimize"},
             space={"lr": {"low": 3e-3, "high": 0.3, "log": True}})
-ACCURACY = {"metric": "test_accuracy", "higher_is_better": True, "margin": 0.01}
 CONFIRMATION = {
     "name": "tuned", "seeds": 6, "n_resamples": 500, "base": BASE, "tune": TUNE,
     "ideas": {
