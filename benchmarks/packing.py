@@ -18,6 +18,16 @@ on 2 cores).
 Wall time per arm is ``run_study``'s (creating the study and experiment, the trial loop, the
 summary plots at the end); Ray's start is outside it.
 
+Where the CPU goes (Linux, from ``/proc``): each arm's CPU seconds per trial in this process
+(the driver: ask, tell, the MLflow runs on its background thread), in Ray's worker processes
+(``ray::...``: training, figures, Optuna reports; the feed actor too) and in Ray's own
+processes (raylet, GCS, agents). On 2 busy cores trials/min follow total CPU per trial, so
+these say what packing can shrink (the training share) and what it cannot (each trial's
+Optuna trial, MLflow runs and figures). ``bound if packed training cost nothing``: unpacked
+CPU per trial over packed CPU per trial less the packed trainer's time per trial (measured
+alone, below), the most any faster packed trainer could give with this bookkeeping. Another
+Ray on the machine would be counted too: run it alone.
+
 First, the trainer alone, in this process on one torch thread: ``--pack`` configurations of
 the study's shape trained one after the other (``train``) vs as one pack (``train_packed``),
 the training part's ceiling for the study's ratio (every trial also costs its Optuna reports,
@@ -63,21 +73,58 @@ def study(name: str, trials: int, epochs: int, pack: int) -> dict:
     }
 
 
-def run_arm(trials: int, epochs: int, pack: int) -> float:
-    """Trials per minute of one study with packs of up to ``pack`` trials."""
+ROLES = ("driver", "workers", "ray")
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Per process: its role (``ROLES``: this process, a Ray worker or actor, Ray's own
+    processes) and its CPU seconds so far (user + system, all threads); other processes are
+    left out. Empty where there is no ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(pid) == os.getpid():
+            role = "driver"
+        elif cmdline.startswith("ray::"):
+            role = "workers"
+        elif f"{os.sep}ray{os.sep}" in cmdline:
+            role = "ray"
+        else:
+            continue
+        out[int(pid)] = (role, (int(stat[11]) + int(stat[12])) / tick)  # utime + stime
+    return out
+
+
+def cpu_used(before: dict[int, tuple[str, float]],
+             after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per role between two ``cpu_seconds`` snapshots (new processes from 0)."""
+    used = dict.fromkeys(ROLES, 0.0)
+    for pid, (role, seconds) in after.items():
+        used[role] += seconds - before.get(pid, (role, 0.0))[1]
+    return used
+
+
+def run_arm(trials: int, epochs: int, pack: int) -> tuple[float, dict[str, float]]:
+    """Trials per minute of one study with packs of up to ``pack`` trials, and its CPU seconds
+    per trial by role (``cpu_used``)."""
     with tempfile.TemporaryDirectory(prefix="dagstudy-packing-") as run_dir:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            start = time.perf_counter()
+            before, start = cpu_seconds(), time.perf_counter()
             done = run_study(parse_spec(study(f"pack{pack}", trials, epochs, pack)),
                              run_dir=run_dir)
-            seconds = time.perf_counter() - start
+            seconds, used = time.perf_counter() - start, cpu_used(before, cpu_seconds())
         finally:
             ray.shutdown()
     states = {t.state.name for t in done.trials}
     if states != {"COMPLETE"}:
         raise SystemExit(f"pack {pack}: trials ended {states}, not all COMPLETE")
-    return trials / seconds * 60
+    return trials / seconds * 60, {role: used[role] / trials for role in ROLES}
 
 
 def trainer_ratio(pack: int, epochs: int) -> tuple[float, float]:
@@ -110,21 +157,30 @@ def main() -> None:
     print(f"{args.trials} trials (digits, DAG depth 2 width 32, 2 seeds, {args.epochs} epochs, "
           f"SGD lr and momentum sampled), 2 workers on {os.cpu_count()} cores; "
           f"packs of {args.pack} vs 1\n")
-    alone, packed = trainer_ratio(args.pack, args.epochs)
+    alone, packed_trainer = trainer_ratio(args.pack, args.epochs)
     print(f"trainer only (one thread): {args.pack} configurations one by one {alone:.2f} s, "
-          f"as one pack {packed:.2f} s: {alone / packed:.2f}x\n")
-    print("| repeat | load avg before | unpacked trials/min | packed trials/min | ratio |")
-    print("|---|---|---|---|---|")
-    ratios = []
+          f"as one pack {packed_trainer:.2f} s: {alone / packed_trainer:.2f}x\n")
+    print("| repeat | load avg before | unpacked trials/min | packed trials/min | ratio | "
+          "CPU s per trial, unpacked: driver / workers / Ray | packed: driver / workers / Ray |")
+    print("|---|---|---|---|---|---|---|")
+    ratios, bounds = [], []
     for r in range(1, args.repeats + 1):
         load = os.getloadavg()[0]
-        unpacked = run_arm(args.trials, args.epochs, 1)
-        packed = run_arm(args.trials, args.epochs, args.pack)
+        unpacked, cpu_unpacked = run_arm(args.trials, args.epochs, 1)
+        packed, cpu_packed = run_arm(args.trials, args.epochs, args.pack)
         ratios.append(packed / unpacked)
-        print(f"| {r} | {load:.2f} | {unpacked:.1f} | {packed:.1f} | {ratios[-1]:.2f}x |",
-              flush=True)
+        total_unpacked, total_packed = sum(cpu_unpacked.values()), sum(cpu_packed.values())
+        if total_packed > 0:
+            bounds.append(total_unpacked / (total_packed - packed_trainer / args.pack))
+        print(f"| {r} | {load:.2f} | {unpacked:.1f} | {packed:.1f} | {ratios[-1]:.2f}x | "
+              f"{' / '.join(f'{cpu_unpacked[k]:.3f}' for k in ROLES)} | "
+              f"{' / '.join(f'{cpu_packed[k]:.3f}' for k in ROLES)} |", flush=True)
     if len(ratios) > 1:
         print(f"\nratio spread over repeats: {min(ratios):.2f}x .. {max(ratios):.2f}x")
+    if bounds:
+        print(f"\nbound if packed training cost nothing: {statistics.median(bounds):.2f}x "
+              f"(training alone {alone / args.pack:.3f} s, packed "
+              f"{packed_trainer / args.pack:.3f} s per trial)")
     print(f"\npacked speed-up: {statistics.median(ratios):.2f}x")
 
 
