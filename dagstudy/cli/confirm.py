@@ -25,6 +25,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true",
                    help="print a JSON summary (verdicts, report, MLflow run) on stdout; the "
                    "table goes to stderr")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the arms that earlier runs of this confirmation (same name and "
+                   "run dir) finished with the same code, torch and --device; train the rest")
     p.set_defaults(run=run_confirm)
 
     p = sub.add_parser("report", help="regenerate a confirmation report from MLflow alone")
@@ -41,6 +44,7 @@ def run_confirm(args) -> int:
 
     import ray
 
+    from dagstudy.confirmation.journal import ArmJournal, code_fingerprint, journaled
     from dagstudy.confirmation.loader import load_spec, parse_ideas
     from dagstudy.confirmation.plan import local_runner
     from dagstudy.confirmation.power_check import unreachable
@@ -88,6 +92,13 @@ def run_confirm(args) -> int:
         print("starting Ray...", file=sys.stderr, flush=True)
         started = connect_ray(args.address)
     runner = local_runner(args.device) if args.local else ray_runner(device=args.device)
+    journal = ArmJournal(run_dir_for(args.run_dir) / "confirm" / f"{spec.name}.arms.jsonl",
+                         code_fingerprint(args.device))
+    runner = journaled(runner, journal, args.resume, on_reused=lambda n: print(
+        f"--resume: {n} arm(s) reused from {journal.path}", file=sys.stderr, flush=True))
+    if not args.resume and journal.finished():
+        print(f"{journal.path} holds arms an earlier run of {spec.name!r} finished with this "
+              "code; --resume would reuse them", file=sys.stderr, flush=True)
     meta = provenance(args.file, ["dagstudy", *sys.argv[1:]])
     try:
         tuning = None
