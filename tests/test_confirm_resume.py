@@ -141,7 +141,11 @@ def test_a_confirmation_killed_mid_run_resumes_to_the_uninterrupted_verdicts(tmp
         if proc is resumed:
             assert f"--resume: {kept} arm(s) reused" in err
             trained = [line for line in err.splitlines() if line.startswith("[")]
-    assert len(trained) == arms  # every arm reported once, reused ones included
+    assert len(trained) == arms  # every arm reported once, reused ones marked
+    assert sum(line.endswith("(reused)") for line in trained) == kept
+    # reused arms come first and give no ETA: it rests on the arms trained here
+    assert all("eta -]" in line for line in trained[:kept]), trained
+    assert all("eta -]" not in line for line in trained[kept:]), trained
     assert len(journal.read_text().splitlines()) == arms  # the rest trained once each
     got, want = (json.loads((tmp_path / d / "confirmation.json").read_text())
                  for d in ("resumed", "whole-out"))

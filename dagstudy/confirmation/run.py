@@ -184,7 +184,8 @@ def _arm_value(result: dict, metric: str) -> str:
 
 
 class Progress:
-    """Arms done / total with ETA on stderr (each arm's final value of its idea's metric);
+    """Arms done / total with ETA on stderr (each arm's final value of its idea's metric; the
+    ETA from the arms trained here, not those a resumed run reused, which never start);
     each idea's row on ``rows`` (stdout) as soon as its arms are in (unadjusted p: Holm needs
     every idea), then the final table. In sequential mode the row is printed again after each
     look, on the seeds of every look so far, once every arm has them."""
@@ -196,7 +197,7 @@ class Progress:
         self.results: dict[str, dict[str, dict]] = {e.idea: {} for e in experiments}
         self.total = len({ArmJob(e.idea, a, c, ()).key for e in experiments
                           for a, c in e.arms.items()})
-        self.done, self.start, self.seen = 0, time.monotonic(), set()
+        self.done, self.trained, self.start, self.seen = 0, 0, time.monotonic(), set()
         self.started_keys: set[str] = set()
 
     def started(self, job: ArmJob) -> None:
@@ -208,11 +209,15 @@ class Progress:
         if job.key not in self.seen:
             self.seen.add(job.key)
             self.done += 1
+            reused = job.key not in self.started_keys
+            self.trained += not reused
             elapsed = time.monotonic() - self.start
-            eta = elapsed / self.done * max(self.total - self.done, 0)
+            left = max(self.total - self.done, 0)
+            eta = f"{elapsed / self.trained * left:.0f}s" if self.trained else "-"
             shown = _arm_value(result, self.experiments[job.idea].spec.metric)
-            print(f"[{self.done}/{self.total} arms, {elapsed:.0f}s, eta {eta:.0f}s] {job.idea} "
-                  f"{job.arm}: {shown}", file=sys.stderr, flush=True)
+            print(f"[{self.done}/{self.total} arms, {elapsed:.0f}s, eta {eta}] {job.idea} "
+                  f"{job.arm}: {shown}{' (reused)' if reused else ''}", file=sys.stderr,
+                  flush=True)
         exp = self.experiments[job.idea]
         arms = self.results[job.idea]
         arms[job.arm] = _merge(arms.get(job.arm), result)
