@@ -11,6 +11,8 @@ resumed run reuses only entries whose fingerprint equals its own, so an edit to 
 torch upgrade or a move to a GPU trains everything again. Results of jobs that crashed before
 training returned (``TrialResult.crashed``: a lost worker, an exception) are not written: a
 resumed run trains them again. Nothing is deleted: a run without ``--resume`` appends too.
+The fingerprint does not cover the contents of data files (a ``data_dir`` or CSV): after
+editing those, run without ``--resume``.
 """
 
 from __future__ import annotations
