@@ -84,7 +84,7 @@ def test_stratified_permutation_is_exact_and_matches_brute_force(scale):
     assert pooled_statistic(strata, scale) == pytest.approx(
         random_effects(*zip(*effects)).estimate, abs=1e-12)
     assert exact * 2**12 == pytest.approx(round(exact * 2**12))  # a multiple of 1/2^12
-    mc = stratified_permutation_p([np.tile(s, 2) for s in strata], scale, n_resamples=20_000)
+    mc = stratified_permutation_p([np.tile(s, 2) for s in strata], scale, permutations=20_000)
     assert 0 < mc <= 1
 
 

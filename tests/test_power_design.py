@@ -27,18 +27,25 @@ def test_smallest_p_is_two_over_two_to_the_n_for_sign_flip_tests():
     assert smallest_p(10, "t") == 0.0
     # the real test reaches it: all 10 pairs agree
     assert paired_p(np.arange(1.0, 11.0)) == pytest.approx(2 / 1024)
-    assert smallest_p(30) == pytest.approx(1 / 10_001)  # Monte Carlo above 16 pairs
+    assert smallest_p(40) == 2 / 2**40                     # exact up to 40 pairs
+    assert smallest_p(50) == pytest.approx(1 / 1_000_001)  # Monte Carlo above: its floor
+    # the pooled test enumerates up to 16 pairs in all, then is Monte Carlo
+    assert smallest_p(16, "stratified") == 2 / 2**16
+    assert smallest_p(30, "stratified") == pytest.approx(1 / 1_000_001)
+    assert smallest_p(30, "stratified", permutations=9_999) == pytest.approx(1e-4)
 
 
 def test_min_pairs_is_the_holm_floor_of_the_exact_test():
     assert min_pairs(0.05 / 14) == 10  # 2/1024 < 0.00357 <= 2/512
     assert min_pairs(0.025) == 7       # the case the issue names: 5 pairs were advised
     assert min_pairs(0.05, "t") == 2
-    # a sequential first look's Holm share below the Monte-Carlo floor (1e-4): never reachable
-    # by the permutation test, an answer (the cap), not an overflow at 2**1024
-    assert min_pairs(1e-7) == 10_000 and min_pairs(1e-7, max_n=50) == 50
-    assert min_pairs(1e-7, "wilcoxon") == 25  # 2 / 2**25 < 1e-7: exact at every n
-    assert seeds_needed(0.3, 1e-7, test="permutation") == 10_000
+    assert min_pairs(1e-7) == 25  # 2 / 2**25 < 1e-7: exact up to 40 pairs
+    # a threshold below the Monte-Carlo floor (1e-6) where the test is Monte Carlo: never
+    # reachable, an answer (the cap), not an overflow at 2**1024
+    assert min_pairs(1e-13) == 10_000 and min_pairs(1e-13, max_n=50) == 50
+    assert min_pairs(1e-7, "stratified") == 10_000
+    assert min_pairs(1e-13, "wilcoxon") == 45  # exact (or normal) at every n
+    assert seeds_needed(0.3, 1e-13, test="permutation") == 10_000
 
 
 def test_seeds_needed_never_goes_below_the_exact_floor():
@@ -54,7 +61,7 @@ def _confirm_rate(n: int, diff: float, sd: float, margin: float, alpha: float, r
     hits = 0
     for _ in range(runs):
         shifted = rng.normal(diff, sd, n) + margin
-        hits += shifted.mean() > 0 and paired_p(shifted, n_resamples=999, seed=1) < alpha
+        hits += shifted.mean() > 0 and paired_p(shifted, permutations=999, seed=1) < alpha
     return hits / runs
 
 

@@ -103,7 +103,8 @@ def _paired(control: np.ndarray, treatment: np.ndarray, seeds: list[int], ispec:
                         int(complete.sum()), failed)
     control, treatment = control[complete], treatment[complete]
     kwargs = dict(margin=ispec.margin, higher_is_better=ispec.higher_is_better, test=spec.test,
-                  name=name, ci_method=spec.ci_method, n_resamples=spec.n_resamples)
+                  name=name, ci_method=spec.ci_method, n_resamples=spec.n_resamples,
+                  permutations=spec.permutations)
     raw = replace(test_idea(control, treatment, **kwargs), failed_seeds=failed)
     if not ispec.noninferiority:
         return raw
@@ -168,7 +169,7 @@ def analyse_setting(idea: str, ispec: IdeaSpec, arms: dict[str, TrainConfig],
         secondary += val_stopping.rows(
             results["control"], seed_values(results["treatment"], "test_accuracy"),
             seed_values(results["treatment"], "epochs"), ispec.val_stopping, spec.test,
-            spec.n_resamples)
+            spec.n_resamples, spec.permutations)
     for r, info in enumerate(ispec.base_trials[1:], start=1):  # from_study top K: ranks 1..
         if f"control@rank={r}" not in results:
             continue
@@ -186,7 +187,7 @@ def analyse_setting(idea: str, ispec: IdeaSpec, arms: dict[str, TrainConfig],
         if arm in ispec.extra_controls:
             r = test_idea(values, treatment, margin=ispec.margin,
                                 higher_is_better=ispec.higher_is_better, test=spec.test,
-                                n_resamples=spec.n_resamples)
+                                n_resamples=spec.n_resamples, permutations=spec.permutations)
             row.update(vs="treatment", diff=r.diff, ci=[r.ci_low, r.ci_high], p=r.p)
         if cfg.topology == "fanin":
             row.update(mean_hops=float(np.mean(results[arm]["mean_hops"])),
@@ -212,7 +213,7 @@ def _metric_row(results: dict[str, dict], metric: str, seeds: list[int],
     if ok.sum() < 2:
         return row
     r = test_idea(control[ok], treatment[ok], margin=1.0, test=spec.test,
-                  n_resamples=spec.n_resamples)
+                  n_resamples=spec.n_resamples, permutations=spec.permutations)
     row.update(control_mean=r.control_mean, treatment_mean=r.treatment_mean, diff=r.diff,
                ci=[r.ci_low, r.ci_high], p=r.p)
     return row

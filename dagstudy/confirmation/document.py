@@ -16,6 +16,7 @@ from typing import Any
 
 from dagstudy.confirmation.spec import ConfirmSpec
 from dagstudy.ideas import IDEAS
+from dagstudy.stats.signflip import EXCEEDANCES
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;
@@ -221,8 +222,10 @@ def _idea_section(spec: ConfirmSpec, row: dict[str, Any], arms: dict[str, dict],
 
 def methods(spec: ConfirmSpec, looks: int) -> str:
     """The methods section, from the settings this confirmation used."""
-    test = {"permutation": "a paired sign-flip permutation test (exact for up to 16 pairs, "
-                           f"else {spec.n_resamples} random sign patterns)",
+    test = {"permutation": "a paired sign-flip permutation test (exact for up to 40 pairs, "
+                           "else sequential Monte Carlo: random sign patterns until "
+                           f"{EXCEEDANCES} are as extreme as observed or "
+                           f"{spec.permutations} are drawn)",
             "wilcoxon": "the Wilcoxon signed-rank test",
             "t": "the paired t-test"}[spec.test]
     seq = spec.sequential

@@ -86,7 +86,7 @@ def pool(
     if ispec.noninferiority:
         shift = ispec.margin if ispec.higher_is_better else -ispec.margin
     tested = [d + shift for d in diffs.values()]
-    p = stratified_permutation_p(tested, scale, "two-sided", n_resamples=spec.n_resamples)
+    p = stratified_permutation_p(tested, scale, "two-sided", permutations=spec.permutations)
     sign = int(np.sign(pooled_statistic(tested, scale)))
     effects = {label: setting_effect(d, scale) for label, d in diffs.items()}
     meta = random_effects([e for e, _ in effects.values()], [v for _, v in effects.values()])

@@ -50,16 +50,16 @@ def unreachable(spec: ConfirmSpec, ideas: list[str] | None = None) -> list[str]:
     problems = []
     for idea in chosen:
         per_seed = _settings(spec, idea)
-        test = spec.test if per_seed == 1 else "permutation"
+        test = spec.test if per_seed == 1 else "stratified"
         looks = [(n * per_seed, a / m) for n, a in zip(seeds, alphas)]
-        if any(stats.smallest_p(n, test, spec.n_resamples) < t for n, t in looks):
+        if any(stats.smallest_p(n, test, spec.permutations) < t for n, t in looks):
             continue
         n, threshold = looks[-1]
         where = (f"last of {len(seeds)} looks, {seeds[-1]} seeds, alpha {alphas[-1]:.3g}"
                  if spec.sequential.enabled else f"alpha {spec.alpha:g}")
         problems.append(
             f"ideas.{idea}: cannot reach significance: {n} pairs give p >= "
-            f"{stats.smallest_p(n, test, spec.n_resamples):.3g} ({test} test), above the Holm "
+            f"{stats.smallest_p(n, test, spec.permutations):.3g} ({test} test), above the Holm "
             f"threshold alpha/m = {threshold:.3g} ({where}, m = {m} ideas); need at least "
-            f"{stats.min_pairs(threshold, test)} pairs")
+            f"{stats.min_pairs(threshold, test, permutations=spec.permutations)} pairs")
     return problems

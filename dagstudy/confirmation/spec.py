@@ -20,6 +20,7 @@ from pydantic import AfterValidator, Field, model_validator
 from dagstudy.config import StrictModel, check_name
 from dagstudy.confirmation.tune_spec import TuneSpec, verdict_seed_range
 from dagstudy.ideas import IDEAS
+from dagstudy.stats.signflip import PERMUTATIONS
 
 
 class SettingsSpec(StrictModel):
@@ -148,7 +149,10 @@ class ConfirmSpec(StrictModel):
     alpha: float = Field(0.05, gt=0.0, lt=1.0)
     test: Literal["permutation", "wilcoxon", "t"] = "permutation"
     ci_method: Literal["bca", "percentile"] = "bca"
-    n_resamples: int = Field(10_000, ge=100)
+    n_resamples: int = Field(10_000, ge=100, description="bootstrap resamples of each CI")
+    permutations: int = Field(
+        PERMUTATIONS, ge=100, description="most random sign patterns of a Monte-Carlo "
+        "permutation p (above 40 pairs, or 16 pooled); its floor is 1 / (1 + permutations)")
     sequential: SequentialSpec = SequentialSpec()
     settings: SettingsSpec | None = Field(
         None, description="settings for every idea that gives none of its own")

@@ -36,7 +36,8 @@ def val_stopping(result: dict[str, Any], patience: int) -> tuple[np.ndarray, np.
 
 
 def rows(control: dict[str, Any], treatment_accuracy: np.ndarray, treatment_epochs: np.ndarray,
-         patience: int, test: str, n_resamples: int) -> list[dict[str, Any]]:
+         patience: int, test: str, n_resamples: int, permutations: int
+         ) -> list[dict[str, Any]]:
     """Secondary rows: the treatment against validation early stopping replayed on the
     control's run, on test accuracy and on passes trained."""
     accuracy, passes = val_stopping(control, patience)
@@ -47,7 +48,8 @@ def rows(control: dict[str, Any], treatment_accuracy: np.ndarray, treatment_epoc
         row: dict[str, Any] = {"arm": "treatment", "vs": f"val-stopping (patience {patience})",
                                "metric": metric}
         if ok.sum() >= 2:
-            r = test_idea(theirs[ok], ours[ok], margin=1.0, test=test, n_resamples=n_resamples)
+            r = test_idea(theirs[ok], ours[ok], margin=1.0, test=test, n_resamples=n_resamples,
+                          permutations=permutations)
             row.update(control_mean=r.control_mean, treatment_mean=r.treatment_mean,
                        diff=r.diff, ci=[r.ci_low, r.ci_high], p=r.p)
         out.append(row)

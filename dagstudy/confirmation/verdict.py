@@ -23,6 +23,7 @@ from dagstudy.stats.paired import (
 )
 from dagstudy.stats.power import seeds_for_margin, seeds_needed, seeds_noninferior
 from dagstudy.stats.sequential import holm
+from dagstudy.stats.signflip import PERMUTATIONS
 
 VerdictName = Literal["confirmed", "ruled out", "inconclusive"]
 
@@ -147,18 +148,20 @@ def test_idea(
     level: float = 0.95,
     ci_method: Literal["bca", "percentile"] = "bca",
     n_resamples: int = 10_000,
+    permutations: int = PERMUTATIONS,
     seed: int = 0,
 ) -> IdeaResult:
     """Compute the raw (uncorrected) paired results of one idea.
 
     ``margin`` (> 0, metric units) is the smallest difference that matters in practice; the
-    TOST uses it. ``n_resamples`` and ``seed`` drive the bootstrap CI (at ``level``) and, for
-    n > 16, the Monte-Carlo permutation test. Raises ValueError on unpaired or non-finite input.
+    TOST uses it. ``n_resamples`` and ``seed`` drive the bootstrap CI (at ``level``);
+    ``permutations`` (and ``seed``) the permutation test's Monte Carlo above 40 pairs. Raises
+    ValueError on unpaired or non-finite input.
     """
     d = paired_diffs(control, treatment)
     if not margin > 0.0:
         raise ValueError(f"margin must be > 0, got {margin!r}")
-    p = paired_p(d, test, "two-sided", n_resamples=n_resamples, seed=seed)
+    p = paired_p(d, test, "two-sided", permutations=permutations, seed=seed)
     ci_low, ci_high = bootstrap_ci(d, level, n_resamples, seed, ci_method)
     return IdeaResult(
         name=name,
@@ -293,6 +296,7 @@ def verdict(
     level: float = 0.95,
     ci_method: Literal["bca", "percentile"] = "bca",
     n_resamples: int = 10_000,
+    permutations: int = PERMUTATIONS,
     seed: int = 0,
     power: float = 0.8,
     max_seeds: int = MAX_SEEDS,
@@ -313,6 +317,7 @@ def verdict(
         level=level,
         ci_method=ci_method,
         n_resamples=n_resamples,
+        permutations=permutations,
         seed=seed,
     )
     pa = r.p if p_adjusted is None else p_adjusted

@@ -8,6 +8,8 @@
   (:func:`obrien_fleming_alphas`, :func:`bonferroni_looks`);
 - ``pooled``: one effect over several settings (:func:`random_effects`,
   :func:`setting_effect`, :func:`stratified_permutation_p`, :func:`pooled_statistic`);
+- ``signflip``: the sign-flip null distributions behind both permutation tests (exact by
+  enumeration or meet in the middle, else sequential Monte Carlo);
 - ``power``: planning (:func:`power_paired_t`, :func:`seeds_needed`, :func:`power_tost`,
   :func:`seeds_for_margin`, :func:`seeds_noninferior`) and the exact tests' floor
   (:func:`smallest_p`, :func:`min_pairs`).
@@ -17,7 +19,6 @@ The verdict rule built on them lives in ``dagstudy.confirmation.verdict``.
 
 from dagstudy.stats.paired import (
     ALTERNATIVES,
-    EXACT_MAX_N,
     MAX_SEEDS,
     TESTS,
     Alternative,
@@ -52,9 +53,11 @@ from dagstudy.stats.power import (
     smallest_p,
 )
 from dagstudy.stats.sequential import bonferroni_looks, holm, obrien_fleming_alphas
+from dagstudy.stats.signflip import ENUMERATE_MAX_N, EXACT_MAX_N, PERMUTATIONS
 
 __all__ = [
-    "ALTERNATIVES", "EXACT_MAX_N", "MAX_SEEDS", "TESTS", "Alternative", "TestName", "TostResult",
+    "ALTERNATIVES", "ENUMERATE_MAX_N", "EXACT_MAX_N", "MAX_SEEDS", "PERMUTATIONS", "TESTS",
+    "Alternative", "TestName", "TostResult",
     "bonferroni_looks", "bootstrap_ci", "cohens_dz", "cohens_dz_ci", "holm",
     "obrien_fleming_alphas", "paired_diffs", "paired_p", "paired_summary", "paired_t_p",
     "permutation_p", "power_paired_t", "power_tost", "seeds_for_margin", "seeds_needed", "tost",

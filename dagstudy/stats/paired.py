@@ -13,7 +13,7 @@ randomness comes only from an explicit integer ``seed``.
 Choice of the default primary test (``test="permutation"``). The verdict reports the mean paired
 difference, a bootstrap CI of that mean, d_z = mean/sd, a TOST on the mean and a seed count
 from the power of a paired t-test: all of them are about the *mean* difference. The paired
-sign-flip permutation test targets the same quantity, is exact for n <= 16 without assuming
+sign-flip permutation test targets the same quantity, is exact for n <= 40 without assuming
 normality (only symmetry of d under the null), and has the power of the paired t-test: with
 normal noise, d_z = 0.8 and 15 seeds, 20 000 simulations gave 0.821 for the permutation test,
 0.822 for the t-test (exact value 0.821) and 0.802 for the Wilcoxon signed-rank test (all
@@ -28,20 +28,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Literal, NamedTuple
 
 import numpy as np
 from scipy import optimize
 from scipy import stats as sps
 
+from dagstudy.stats.signflip import EXACT_MAX_N, PERMUTATIONS, exact_sum_p, monte_carlo_p, tail
+
 Alternative = Literal["two-sided", "greater", "less"]
 TestName = Literal["permutation", "wilcoxon", "t"]
 
 ALTERNATIVES = ("two-sided", "greater", "less")
 TESTS = ("permutation", "wilcoxon", "t")
-EXACT_MAX_N = 16
-"""Largest n for which sign-flip tests enumerate all 2**n sign patterns (65 536 at n = 16)."""
 MAX_SEEDS = 10_000
 """Default cap on seed-count estimates; a returned value equal to the cap means "at least"."""
 
@@ -197,28 +196,10 @@ def cohens_dz_ci(d: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[
 # --------------------------------------------------------------------------- tests of no effect
 
 
-@lru_cache(maxsize=EXACT_MAX_N)
-def _all_signs(n: int) -> np.ndarray:
-    """All 2**n sign vectors as an (n, 2**n) array of +-1.0 (read-only, cached)."""
-    bits = (np.arange(2**n)[None, :] >> np.arange(n)[:, None]) & 1
-    signs = 2.0 * bits - 1.0
-    signs.setflags(write=False)
-    return signs
-
-
-def _tail_fraction(null: np.ndarray, obs: float, alternative: str, tol: float) -> np.ndarray:
-    """Indicator, per null draw, of a statistic at least as extreme as ``obs``."""
-    if alternative == "greater":
-        return null >= obs - tol
-    if alternative == "less":
-        return null <= obs + tol
-    return np.abs(null) >= abs(obs) - tol
-
-
 def permutation_p(
     d: Sequence[float] | np.ndarray,
     alternative: Alternative = "two-sided",
-    n_resamples: int = 10_000,
+    permutations: int = PERMUTATIONS,
     seed: int = 0,
 ) -> float:
     """Paired sign-flip permutation test of H0: d is symmetric about 0.
@@ -228,9 +209,10 @@ def permutation_p(
     S_e at least as extreme as the observed S: S_e >= S ("greater"), S_e <= S ("less") or
     |S_e| >= |S| ("two-sided"), compared with a relative tolerance of 1e-9 for float ties.
 
-    n <= 16: exact, all 2**n patterns. n > 16: ``n_resamples`` random patterns from
-    ``np.random.default_rng(seed)`` and p = (1 + #extreme) / (1 + n_resamples), which keeps the
-    test valid (never p = 0). All-zero d gives p = 1.
+    n <= ``EXACT_MAX_N`` (40): exact, all 2**n patterns counted by meet in the middle
+    (``signflip.exact_sum_p``). Above: sequential Monte Carlo with at most ``permutations``
+    random patterns from ``np.random.default_rng(seed)`` (``signflip.monte_carlo_p``; never
+    p = 0, floor 1 / (1 + permutations)). All-zero d gives p = 1.
     """
     d = _check_diffs(d)
     _check_alternative(alternative)
@@ -239,12 +221,9 @@ def permutation_p(
         return 1.0
     obs, tol = float(d.sum()), 1e-9 * scale
     if d.size <= EXACT_MAX_N:
-        null = d @ _all_signs(d.size)
-        return float(np.mean(_tail_fraction(null, obs, alternative, tol)))
-    rng = np.random.default_rng(seed)
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(n_resamples, d.size))
-    extreme = int(np.sum(_tail_fraction(signs @ d, obs, alternative, tol)))
-    return (1 + extreme) / (1 + n_resamples)
+        return exact_sum_p(d, alternative, tol)
+    return monte_carlo_p(lambda signs: tail(d @ signs, obs, alternative, tol), d.size,
+                         permutations, seed)
 
 
 def wilcoxon_p(d: Sequence[float] | np.ndarray, alternative: Alternative = "two-sided") -> float:
@@ -258,7 +237,7 @@ def wilcoxon_p(d: Sequence[float] | np.ndarray, alternative: Alternative = "two-
     an undefined test.
 
     p-values: no zeros and no tied |d| -> exact null distribution (``method="exact"``); zeros or
-    ties with n <= 16 -> exact enumeration of all 2**n sign flips of the mid-ranks. Since
+    ties with n <= 40 -> exact count of all 2**n sign flips of the mid-ranks. Since
     T+ = (W + sum_i r_i) / 2 with W = sum_i sign(d_i) r_i, that is :func:`permutation_p` on the
     signed mid-ranks sign(d_i) r_i (what scipy's ``PermutationMethod`` computes, faster).
     Otherwise the tie-corrected normal approximation with continuity correction.
@@ -299,12 +278,13 @@ def paired_p(
     test: TestName = "permutation",
     alternative: Alternative = "two-sided",
     *,
-    n_resamples: int = 10_000,
+    permutations: int = PERMUTATIONS,
     seed: int = 0,
 ) -> float:
-    """p-value of the chosen paired test: "permutation" (default), "wilcoxon" or "t"."""
+    """p-value of the chosen paired test: "permutation" (default), "wilcoxon" or "t".
+    ``permutations`` and ``seed`` drive the permutation test's Monte Carlo above 40 pairs."""
     if test == "permutation":
-        return permutation_p(d, alternative, n_resamples=n_resamples, seed=seed)
+        return permutation_p(d, alternative, permutations=permutations, seed=seed)
     if test == "wilcoxon":
         return wilcoxon_p(d, alternative)
     if test == "t":

@@ -12,8 +12,8 @@ control). Two questions, two tools:
   ``mean(d_k)`` (``scale="diff"``, metric units) or ``d_z = mean / sd`` (``scale="d_z"``, for
   settings whose metric scales differ, e.g. losses on two datasets), see :func:`setting_effect`.
   Because ``T`` is recomputed for every sign pattern the test is exact whatever the weights:
-  all patterns for ``sum_k n_k <= EXACT_MAX_N``, otherwise Monte Carlo with
-  ``p = (1 + #extreme) / (1 + n_resamples)``.
+  all patterns for ``sum_k n_k <= ENUMERATE_MAX_N`` (16), otherwise sequential Monte Carlo
+  (``signflip.monte_carlo_p``, floor ``1 / (1 + permutations)``).
 - *How large, and do the settings agree?* :func:`random_effects`, the DerSimonian-Laird
   random-effects estimate of the mean effect, its normal CI, the between-setting variance tau^2,
   Cochran's Q and I^2 = max(0, (Q - df) / Q): the share of the spread not explained by
@@ -30,13 +30,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 from scipy import stats as sps
 
-from dagstudy.stats.paired import (
-    EXACT_MAX_N,
-    Alternative,
-    _all_signs,
-    _check_alternative,
-    _tail_fraction,
-)
+from dagstudy.stats.paired import Alternative, _check_alternative
+from dagstudy.stats.signflip import ENUMERATE_MAX_N, PERMUTATIONS, all_signs, monte_carlo_p, tail
 
 Scale = Literal["diff", "d_z"]
 SCALES = ("diff", "d_z")
@@ -160,15 +155,17 @@ def stratified_permutation_p(
     diffs: Sequence[Sequence[float] | np.ndarray],
     scale: Scale = "diff",
     alternative: Alternative = "two-sided",
-    n_resamples: int = 10_000,
+    permutations: int = PERMUTATIONS,
     seed: int = 0,
 ) -> float:
     """Stratified paired sign-flip permutation p-value of H0: no effect in any setting.
 
     ``diffs[k]`` are setting k's paired differences. Extreme means ``T_e >= T`` ("greater"),
     ``T_e <= T`` ("less") or ``|T_e| >= |T|`` ("two-sided") with a relative tolerance of 1e-9.
-    Exact for ``sum n_k <= EXACT_MAX_N`` (all ``2**sum n_k`` patterns), else ``n_resamples``
-    random patterns from ``np.random.default_rng(seed)``. All-zero differences give p = 1.
+    Exact for ``sum n_k <= ENUMERATE_MAX_N`` (all ``2**sum n_k`` patterns), else sequential
+    Monte Carlo with at most ``permutations`` random patterns from
+    ``np.random.default_rng(seed)`` (``signflip.monte_carlo_p``). All-zero differences give
+    p = 1.
     """
     _check_scale(scale)
     _check_alternative(alternative)
@@ -179,16 +176,15 @@ def stratified_permutation_p(
         return 1.0
     observed = pooled_statistic(strata, scale)
     edges = np.cumsum([0] + [d.size for d in strata])
+
+    def extreme(signs: np.ndarray) -> np.ndarray:
+        null = _statistic(strata, [signs[a:b] for a, b in zip(edges, edges[1:])], scale)
+        return tail(null, observed, alternative, _tol(null, observed))
+
     total = int(edges[-1])
-    if total <= EXACT_MAX_N:
-        all_signs = _all_signs(total)
-        null = _statistic(strata, [all_signs[a:b] for a, b in zip(edges, edges[1:])], scale)
-        return float(np.mean(_tail_fraction(null, observed, alternative, _tol(null, observed))))
-    rng = np.random.default_rng(seed)
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(total, n_resamples))
-    null = _statistic(strata, [signs[a:b] for a, b in zip(edges, edges[1:])], scale)
-    extreme = int(np.sum(_tail_fraction(null, observed, alternative, _tol(null, observed))))
-    return (1 + extreme) / (1 + n_resamples)
+    if total <= ENUMERATE_MAX_N:
+        return float(np.mean(extreme(all_signs(total))))
+    return monte_carlo_p(extreme, total, permutations, seed)
 
 
 def _tol(null: np.ndarray, observed: float) -> float:

@@ -9,37 +9,45 @@ import numpy as np
 from scipy import special
 from scipy import stats as sps
 
-from dagstudy.stats.paired import EXACT_MAX_N, MAX_SEEDS, check_alpha
+from dagstudy.stats.paired import MAX_SEEDS, check_alpha
+from dagstudy.stats.signflip import ENUMERATE_MAX_N, EXACT_MAX_N, PERMUTATIONS
 
 
-def smallest_p(n: int, test: str = "permutation", n_resamples: int = 10_000) -> float:
+def smallest_p(n: int, test: str = "permutation", permutations: int = PERMUTATIONS) -> float:
     """Smallest two-sided p-value the paired ``test`` can give with ``n`` pairs.
 
-    Sign-flip tests (``permutation``, ``wilcoxon`` and the pooled stratified permutation test,
-    ``n`` = pairs over all settings) enumerate 2**n equally likely sign patterns and the
-    observed one and its mirror are always as extreme, so p >= 2 / 2**n; above
-    ``EXACT_MAX_N`` pairs a Monte-Carlo permutation p is also >= 1 / (1 + n_resamples). The
-    t-test (``"t"``) has no floor (0.0).
+    Sign-flip tests (``permutation``, ``wilcoxon`` and ``stratified``, the pooled stratified
+    permutation test with ``n`` = pairs over all settings) weigh 2**n equally likely sign
+    patterns, and the observed one and its mirror are always as extreme, so p >= 2 / 2**n.
+    Where the test is Monte Carlo (``permutation`` above ``EXACT_MAX_N`` pairs, ``stratified``
+    above ``ENUMERATE_MAX_N``) p is also >= 1 / (1 + permutations). The t-test (``"t"``) has no
+    floor (0.0).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if test == "t":
         return 0.0
     exact = math.ldexp(1.0, 1 - n)  # 2 / 2**n, 0.0 (not an overflow) beyond float range
-    if test != "wilcoxon" and n > EXACT_MAX_N:
-        return max(exact, 1.0 / (1 + n_resamples))
+    if n > _exact_max_n(test):
+        return max(exact, 1.0 / (1 + permutations))
     return exact
 
 
-def min_pairs(threshold: float, test: str = "permutation", max_n: int = MAX_SEEDS) -> int:
+def _exact_max_n(test: str) -> float:
+    """Most pairs for which ``test``'s p is exact (no Monte-Carlo floor)."""
+    return {"permutation": EXACT_MAX_N, "stratified": ENUMERATE_MAX_N}.get(test, math.inf)
+
+
+def min_pairs(threshold: float, test: str = "permutation", max_n: int = MAX_SEEDS,
+              permutations: int = PERMUTATIONS) -> int:
     """Fewest pairs whose smallest attainable p (:func:`smallest_p`) is below ``threshold``
-    (strictly: verdicts need p < alpha); 2 for the t-test; ``max_n`` if never (e.g. a
-    permutation test above ``EXACT_MAX_N`` pairs, whose Monte-Carlo floor no longer falls with
-    n, against a threshold below that floor: a sequential first look's Holm share)."""
+    (strictly: verdicts need p < alpha); 2 for the t-test; ``max_n`` if never (a Monte-Carlo
+    test whose floor 1 / (1 + permutations) no longer falls with n, against a threshold below
+    that floor)."""
     check_alpha(threshold, "threshold")
     n = 2
-    while n < max_n and smallest_p(n, test) >= threshold:
-        if test == "permutation" and n > EXACT_MAX_N:
+    while n < max_n and smallest_p(n, test, permutations) >= threshold:
+        if n > _exact_max_n(test):
             return max_n
         n += 1
     return n
