@@ -1,12 +1,15 @@
 """Queries read the Optuna storage alone: best configurations, all trials, importances."""
 
 import json
+import threading
+import warnings
 
 import optuna
 import pytest
 
 from dagstudy import cli
 from dagstudy.study.query import best_configs, load_study, param_importances, trials
+from dagstudy.tracking.client import TrackingWarning
 
 TrialState = optuna.trial.TrialState
 
@@ -79,6 +82,28 @@ def test_importances_need_two_complete_trials(url):
     make_study(url, "one", "maximize", [0.5])
     with pytest.raises(ValueError, match="need at least 2 complete trials \\(have 1\\)"):
         param_importances(load_study("one", url))
+
+
+def test_importances_hide_optunas_warnings_but_not_another_threads(url, monkeypatch):
+    # equal values: PED-ANOVA warns that its quantiles select the same trials
+    make_study(url, "flat", "maximize", [0.5, 0.5, 0.5])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert set(param_importances(load_study("flat", url))) == {"lr", "depth"}
+    assert caught == []
+
+    def importances_while_the_tracker_warns(study):
+        # the tracker's background thread warns (an MLflow outage) while this one computes;
+        # warning filters are process-wide, so an "ignore everything" here swallowed it
+        logger = threading.Thread(target=warnings.warn, args=("MLflow failed", TrackingWarning))
+        logger.start()
+        logger.join()
+        return {"lr": 1.0}
+
+    monkeypatch.setattr(optuna.importance, "get_param_importances",
+                        importances_while_the_tracker_warns)
+    with pytest.warns(TrackingWarning, match="MLflow failed"):
+        param_importances(load_study("flat", url))
 
 
 def test_best_cli_json_and_text(url, capsys):

@@ -210,7 +210,8 @@ def test_tracking_failures_never_fail_trials(cluster, run_dir, monkeypatch):
     data = study_data("untracked", budget={"trials": 2}, search={"lr": [1.0e-2]})
     with pytest.warns(TrackingWarning, match="artifact store is full"):
         study = run_study(parse_spec(data), run_dir=run_dir)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2, [
+        (t.state, t.user_attrs.get("failure_reason")) for t in study.trials]
 
 
 def test_worker_crash_is_retried_once(cluster, run_dir):

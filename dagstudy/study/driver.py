@@ -243,6 +243,7 @@ def _run_leased(spec: StudySpec, storage: Storage, study: optuna.Study,
         restore()
         if started:
             ray.shutdown()
+    tracker.drain(stop=True)  # its warnings (an MLflow outage) come before the importances'
     try:
         importances = param_importances(study)
     except ValueError:

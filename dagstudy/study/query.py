@@ -95,8 +95,11 @@ def param_importances(study: optuna.Study) -> dict[str, float]:
     n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if n < 2:
         raise ValueError(f"need at least 2 complete trials (have {n})")
+    # Only Optuna's own warnings (e.g. PED-ANOVA's "quantiles select the same set of trials"):
+    # the filters are process-wide, and an "ignore everything" here would also swallow a
+    # warning another thread (the tracker's background logger) raises meanwhile.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", module=r"optuna(\.|$)")
         try:
             return dict(optuna.importance.get_param_importances(study))
         except (ValueError, RuntimeError, ZeroDivisionError) as e:
