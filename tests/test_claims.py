@@ -52,6 +52,16 @@ def test_sequential_designs_are_checked_at_their_best_look():
     assert unreachable(sequential.model_copy(update={"seeds": 10})) == []
 
 
+def test_too_few_monte_carlo_draws_are_named_as_the_remedy_not_fewer_pairs():
+    ideas = {f"IDEA-{i}": {"treatment": {"width": 16}} for i in range(14)}  # alpha/m = 0.00357
+    few_draws = ConfirmSpec(name="x", base=TINY, seeds=45, ideas=ideas, permutations=100)
+    problem = unreachable(few_draws)[0]
+    assert "45 pairs give p >= 0.0099" in problem, problem
+    assert "need permutations >= 280 (now 100)" in problem, problem
+    assert unreachable(few_draws.model_copy(update={"seeds": 40})) == []  # exact: 2 / 2**40
+    assert unreachable(few_draws.model_copy(update={"permutations": 280})) == []
+
+
 # --- lr where the variant ignores it ----------------------------------------------------------
 
 @pytest.mark.parametrize("optimizer", ["fullbatch-ista", "fista", "lipschitz-minibatch"])

@@ -13,6 +13,7 @@ import pytest
 from dagstudy.stats import (
     cohens_dz_ci,
     min_pairs,
+    min_permutations,
     paired_p,
     seeds_needed,
     seeds_noninferior,
@@ -30,9 +31,9 @@ def test_smallest_p_is_two_over_two_to_the_n_for_sign_flip_tests():
     assert smallest_p(40) == 2 / 2**40                     # exact up to 40 pairs
     assert smallest_p(50) == pytest.approx(1 / 1_000_001)  # Monte Carlo above: its floor
     # the pooled test enumerates up to 16 pairs in all, then is Monte Carlo
-    assert smallest_p(16, "stratified") == 2 / 2**16
-    assert smallest_p(30, "stratified") == pytest.approx(1 / 1_000_001)
-    assert smallest_p(30, "stratified", permutations=9_999) == pytest.approx(1e-4)
+    assert smallest_p(16, "stratified-permutation") == 2 / 2**16
+    assert smallest_p(30, "stratified-permutation") == pytest.approx(1 / 1_000_001)
+    assert smallest_p(30, "stratified-permutation", permutations=9_999) == pytest.approx(1e-4)
 
 
 def test_min_pairs_is_the_holm_floor_of_the_exact_test():
@@ -43,9 +44,32 @@ def test_min_pairs_is_the_holm_floor_of_the_exact_test():
     # a threshold below the Monte-Carlo floor (1e-6) where the test is Monte Carlo: never
     # reachable, an answer (the cap), not an overflow at 2**1024
     assert min_pairs(1e-13) == 10_000 and min_pairs(1e-13, max_n=50) == 50
-    assert min_pairs(1e-7, "stratified") == 10_000
+    assert min_pairs(1e-7, "stratified-permutation") == 10_000
     assert min_pairs(1e-13, "wilcoxon") == 45  # exact (or normal) at every n
     assert seeds_needed(0.3, 1e-13, test="permutation") == 10_000
+    # not monotone: fewer Monte-Carlo draws put the floor of 41+ pairs above a threshold that
+    # 12 exact pairs reach
+    assert min_pairs(5e-4, permutations=1000) == 12
+    assert smallest_p(45, permutations=1000) > 5e-4
+    assert min_permutations(5e-4) == 2000 and 1 / (1 + 2000) < 5e-4 <= 1 / (1 + 1999)
+    assert min_permutations(3e-4) == 3333 and 1 / 3334 < 3e-4 <= 1 / 3333
+    with pytest.raises(ValueError, match="test must be one of"):
+        smallest_p(10, "sign")
+
+
+def test_seeds_needed_plans_with_the_monte_carlo_draws_the_verdict_uses():
+    # pooled over 3 settings, Holm share 0.0002 / 6 of a first look: reachable with 1e6 draws
+    assert seeds_needed(math.inf, 0.0002 / 6, test="stratified-permutation") == 16
+    assert seeds_needed(math.inf, 0.0002 / 6, test="stratified-permutation",
+                        permutations=9_999) == 16  # the enumerated range still reaches it
+    # above the enumerated range 2 / 2**n still binds while the draws' floor is below it
+    assert seeds_needed(math.inf, 1e-5, test="stratified-permutation") == 18
+    assert seeds_needed(math.inf, 1e-5, test="stratified-permutation",
+                        permutations=9_999) == 10_000  # floor 1e-4: never
+    assert seeds_needed(math.inf, 1e-5, test="permutation", permutations=10**6) == 18
+    pooled = dict(test="stratified-permutation")
+    assert seeds_noninferior(0.0, 0.0, 1.0, 1e-5, **pooled) == 18
+    assert seeds_noninferior(0.0, 0.0, 1.0, 1e-5, **pooled, permutations=9_999) == 10_000
 
 
 def test_seeds_needed_never_goes_below_the_exact_floor():

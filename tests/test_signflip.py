@@ -99,7 +99,7 @@ def test_a_pooled_first_look_can_now_decide():
                        ideas={"X": {"control": {}, "treatment": {}, "margin": 0.01}})
     threshold = look_alphas(spec)[0] / 6
     assert look_seeds(spec)[0] == 10 and 1e-5 < threshold < 1e-4
-    assert stats.smallest_p(30, "stratified", spec.permutations) < threshold / 10
+    assert stats.smallest_p(30, "stratified-permutation", spec.permutations) < threshold / 10
     rng = np.random.default_rng(2)
     strata = [rng.normal(1.5, 1.0, 10) for _ in range(3)]
     assert stats.stratified_permutation_p(strata, permutations=spec.permutations) < threshold

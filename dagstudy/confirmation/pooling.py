@@ -26,6 +26,7 @@ from scipy import stats as sps
 from dagstudy.confirmation.spec import ConfirmSpec, IdeaSpec
 from dagstudy.confirmation.verdict import IdeaResult
 from dagstudy.stats.pooled import (
+    STRATIFIED_TEST,
     Scale,
     pooled_statistic,
     random_effects,
@@ -35,7 +36,6 @@ from dagstudy.stats.pooled import (
 
 HETEROGENEOUS_I2 = 0.5
 """I^2 above this flags the settings as heterogeneous."""
-POOLED_TEST = "stratified-permutation"
 
 
 def resolve_scale(requested: str, metric: str, datasets: set[str]) -> Scale:
@@ -98,7 +98,7 @@ def pool(
             for (label, r), w in zip(results.items(), weights)]
     agree = agreement(meta.estimate, {k: (r.ci_low, r.ci_high) for k, r in results.items()},
                       {k: r.diff for k, r in results.items()}, meta.i2)
-    pooled = {"scale": scale, "test": POOLED_TEST, "p": p, "statistic": pooled_statistic(
+    pooled = {"scale": scale, "test": STRATIFIED_TEST, "p": p, "statistic": pooled_statistic(
         tested, scale), "estimate": meta.estimate, "se": meta.se, "ci_low": meta.ci_low,
         "ci_high": meta.ci_high, "tau2": meta.tau2, "q": meta.q, "i2": meta.i2,
         "settings": len(rows), **agree}
@@ -106,7 +106,7 @@ def pool(
           if scale == "diff" else 1.0)
     no_tost = ispec.noninferiority or scale != "diff"
     raw = IdeaResult(
-        name=name, test=POOLED_TEST, higher_is_better=first.higher_is_better,
+        name=name, test=STRATIFIED_TEST, higher_is_better=first.higher_is_better,
         margin=ispec.margin, seeds=sum(r.seeds for r in results.values()),
         control_mean=float(np.mean([r.control_mean for r in results.values()])),
         treatment_mean=float(np.mean([r.treatment_mean for r in results.values()])),

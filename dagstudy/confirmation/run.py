@@ -110,8 +110,9 @@ def confirm(
             analyses[e.idea] = analyse(e, results[e.idea], spec)
         # Holm across every idea of the run; ideas decided at earlier looks keep their verdicts.
         raws = [analyses[e.idea].raw for e in experiments]
+        decisions = decide(raws, alpha, permutations=spec.permutations)
         verdicts = [_with_agreement(v, analyses[e.idea])
-                    for e, v in zip(experiments, decide(raws, alpha))]
+                    for e, v in zip(experiments, decisions)]
         for e, v in zip(experiments, verdicts):
             if e.idea in open_ideas:
                 decided[e.idea] = v

@@ -185,18 +185,21 @@ def test_idea(
 test_idea.__test__ = False  # a library function, not a pytest test, when imported into tests
 
 
-def _seeds_to_decide(r: IdeaResult, alpha: float, power: float, max_n: int) -> int:
+def _seeds_to_decide(r: IdeaResult, alpha: float, power: float, max_n: int,
+                     permutations: int) -> int:
     """Total pairs likely to decide an inconclusive idea: the cheaper of detecting the observed
     d_z (two-sided t power, never below the fewest pairs with which ``r.test`` can reach
-    ``alpha``) and ruling it out by TOST at the observed mean and sd; for a non-inferiority idea
-    the pairs that decide the shifted test at ``(diff + margin) / sd`` (no TOST). At least one
-    more pair than already run, at most ``max_n``."""
+    ``alpha`` with ``permutations`` Monte-Carlo draws) and ruling it out by TOST at the
+    observed mean and sd; for a non-inferiority idea the pairs that decide the shifted test at
+    ``(diff + margin) / sd`` (no TOST). At least one more pair than already run, at most
+    ``max_n``."""
     if r.noninferiority:
         oriented = r.diff if r.higher_is_better else -r.diff
         needed = seeds_noninferior(oriented, r.sd_diff, r.margin, alpha, power, max_n=max_n,
-                                   test=r.test)
+                                   test=r.test, permutations=permutations)
     else:
-        detect = seeds_needed(r.d_z, alpha, power, max_n=max_n, test=r.test)
+        detect = seeds_needed(r.d_z, alpha, power, max_n=max_n, test=r.test,
+                              permutations=permutations)
         rule_out = seeds_for_margin(r.sd_diff, r.margin, alpha, power, diff=r.diff, max_n=max_n)
         needed = min(detect, rule_out)
     return min(max(needed, r.seeds + 1), max_n)
@@ -210,6 +213,7 @@ def _decide_one(
     plan_alpha: float,
     power: float,
     max_seeds: int,
+    permutations: int,
 ) -> Verdict:
     needed = None
     if r.seeds < 2:
@@ -228,7 +232,7 @@ def _decide_one(
         outcome, reason = "ruled out", f"|effect| < margin {r.margin:g} by TOST at {alpha:g}"
     else:
         outcome = "inconclusive"
-        needed = _seeds_to_decide(r, plan_alpha, power, max_seeds)
+        needed = _seeds_to_decide(r, plan_alpha, power, max_seeds, permutations)
         at_least = "at least " if needed == max_seeds else ""
         reason = f"neither test decisive; {at_least}{needed} pairs likely decide it"
     if r.failed_seeds:
@@ -250,6 +254,7 @@ def decide(
     *,
     power: float = 0.8,
     max_seeds: int = MAX_SEEDS,
+    permutations: int = PERMUTATIONS,
 ) -> list[Verdict]:
     """Verdicts for all ideas of one run, with Holm correction across them.
 
@@ -264,7 +269,8 @@ def decide(
     4. inconclusive, with ``seeds_needed`` = the cheaper of the pairs that give 80% (``power``)
        to detect the observed d_z and to show equivalence at the observed mean and sd, planned
        at the Bonferroni level alpha / m (conservative under Holm), never below the pairs the
-       exact test needs to reach that level at all; for a non-inferiority idea, the pairs that
+       sign-flip test needs to reach that level at all (``permutations``: the Monte-Carlo
+       draws the p-values were computed with); for a non-inferiority idea, the pairs that
        decide the shifted test at (diff + margin) / sd; capped at ``max_seeds``.
 
     The two-sided p with a direction check makes each directional claim a one-sided test at
@@ -277,7 +283,7 @@ def decide(
     p_tost_adj = holm([r.p_tost for r in results])
     plan_alpha = alpha / len(results)
     return [
-        _decide_one(r, pa, pt, alpha, plan_alpha, power, max_seeds)
+        _decide_one(r, pa, pt, alpha, plan_alpha, power, max_seeds, permutations)
         for r, pa, pt in zip(results, p_adj, p_tost_adj, strict=True)
     ]
 
@@ -322,4 +328,4 @@ def verdict(
     )
     pa = r.p if p_adjusted is None else p_adjusted
     pt = r.p_tost if p_tost_adjusted is None else p_tost_adjusted
-    return _decide_one(r, pa, pt, alpha, alpha, power, max_seeds)
+    return _decide_one(r, pa, pt, alpha, alpha, power, max_seeds, permutations)

@@ -38,6 +38,7 @@ from dagstudy.stats.paired import (
     wilcoxon_p,
 )
 from dagstudy.stats.pooled import (
+    STRATIFIED_TEST,
     pooled_statistic,
     random_effects,
     setting_effect,
@@ -45,6 +46,7 @@ from dagstudy.stats.pooled import (
 )
 from dagstudy.stats.power import (
     min_pairs,
+    min_permutations,
     power_paired_t,
     power_tost,
     seeds_for_margin,
@@ -56,11 +58,12 @@ from dagstudy.stats.sequential import bonferroni_looks, holm, obrien_fleming_alp
 from dagstudy.stats.signflip import ENUMERATE_MAX_N, EXACT_MAX_N, PERMUTATIONS
 
 __all__ = [
-    "ALTERNATIVES", "ENUMERATE_MAX_N", "EXACT_MAX_N", "MAX_SEEDS", "PERMUTATIONS", "TESTS",
-    "Alternative", "TestName", "TostResult",
+    "ALTERNATIVES", "ENUMERATE_MAX_N", "EXACT_MAX_N", "MAX_SEEDS", "PERMUTATIONS",
+    "STRATIFIED_TEST", "TESTS", "Alternative", "TestName", "TostResult",
     "bonferroni_looks", "bootstrap_ci", "cohens_dz", "cohens_dz_ci", "holm",
     "obrien_fleming_alphas", "paired_diffs", "paired_p", "paired_summary", "paired_t_p",
     "permutation_p", "power_paired_t", "power_tost", "seeds_for_margin", "seeds_needed", "tost",
     "wilcoxon_p", "check_alpha", "effect_sign", "pooled_statistic", "random_effects",
-    "setting_effect", "stratified_permutation_p", "min_pairs", "seeds_noninferior", "smallest_p",
+    "setting_effect", "stratified_permutation_p", "min_pairs", "min_permutations",
+    "seeds_noninferior", "smallest_p",
 ]

@@ -35,6 +35,9 @@ from dagstudy.stats.signflip import ENUMERATE_MAX_N, PERMUTATIONS, all_signs, mo
 
 Scale = Literal["diff", "d_z"]
 SCALES = ("diff", "d_z")
+STRATIFIED_TEST = "stratified-permutation"
+"""The name of :func:`stratified_permutation_p` where a test is named (a pooled idea's result,
+``power.smallest_p``)."""
 VARIANCE_FLOOR = 1e-12
 """Smallest within-setting variance used as a weight's denominator (a setting whose pairs all
 differ by the same amount would otherwise get an infinite weight)."""

@@ -10,47 +10,64 @@ from scipy import special
 from scipy import stats as sps
 
 from dagstudy.stats.paired import MAX_SEEDS, check_alpha
+from dagstudy.stats.pooled import STRATIFIED_TEST
 from dagstudy.stats.signflip import ENUMERATE_MAX_N, EXACT_MAX_N, PERMUTATIONS
 
 
 def smallest_p(n: int, test: str = "permutation", permutations: int = PERMUTATIONS) -> float:
-    """Smallest two-sided p-value the paired ``test`` can give with ``n`` pairs.
+    """Smallest two-sided p-value the paired ``test`` can give with ``n`` pairs (the floor a
+    design must beat).
 
-    Sign-flip tests (``permutation``, ``wilcoxon`` and ``stratified``, the pooled stratified
-    permutation test with ``n`` = pairs over all settings) weigh 2**n equally likely sign
-    patterns, and the observed one and its mirror are always as extreme, so p >= 2 / 2**n.
-    Where the test is Monte Carlo (``permutation`` above ``EXACT_MAX_N`` pairs, ``stratified``
-    above ``ENUMERATE_MAX_N``) p is also >= 1 / (1 + permutations). The t-test (``"t"``) has no
-    floor (0.0).
+    ``test`` is one of ``"permutation"``, ``"wilcoxon"``, ``"t"`` or ``"stratified-permutation"``
+    (``STRATIFIED_TEST``: the pooled test over settings, ``n`` = pairs over all settings).
+    Sign-flip tests weigh 2**n equally likely sign patterns, and the observed one and its mirror
+    are always as extreme, so their exact p is >= 2 / 2**n. Where the p is Monte Carlo
+    (``permutation`` above ``EXACT_MAX_N`` pairs, the pooled test above ``ENUMERATE_MAX_N``) it
+    is >= 1 / (1 + permutations) too; the floor is the larger of the two. (A Monte-Carlo
+    estimate can fall a little below 2 / 2**n by chance; a design is not credited with that.)
+    Wilcoxon with tied |d| above ``EXACT_MAX_N`` pairs uses the normal approximation, whose
+    smallest p is larger than 2 / 2**n but far below any alpha / m of a design (about 2e-8 at
+    41 pairs). The t-test has no floor (0.0).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if test not in _EXACT_MAX_N:
+        raise ValueError(f"test must be one of {sorted(_EXACT_MAX_N)}, got {test!r}")
     if test == "t":
         return 0.0
     exact = math.ldexp(1.0, 1 - n)  # 2 / 2**n, 0.0 (not an overflow) beyond float range
-    if n > _exact_max_n(test):
+    if n > _EXACT_MAX_N[test]:
         return max(exact, 1.0 / (1 + permutations))
     return exact
 
 
-def _exact_max_n(test: str) -> float:
-    """Most pairs for which ``test``'s p is exact (no Monte-Carlo floor)."""
-    return {"permutation": EXACT_MAX_N, "stratified": ENUMERATE_MAX_N}.get(test, math.inf)
+_EXACT_MAX_N = {"permutation": EXACT_MAX_N, STRATIFIED_TEST: ENUMERATE_MAX_N,
+                "wilcoxon": math.inf, "t": math.inf}
+"""Most pairs for which each test's p is exact (no Monte-Carlo floor)."""
 
 
 def min_pairs(threshold: float, test: str = "permutation", max_n: int = MAX_SEEDS,
               permutations: int = PERMUTATIONS) -> int:
     """Fewest pairs whose smallest attainable p (:func:`smallest_p`) is below ``threshold``
-    (strictly: verdicts need p < alpha); 2 for the t-test; ``max_n`` if never (a Monte-Carlo
-    test whose floor 1 / (1 + permutations) no longer falls with n, against a threshold below
-    that floor)."""
+    (strictly: verdicts need p < alpha); 2 for the t-test; ``max_n`` if never.
+
+    Not monotone in n for a threshold below the Monte-Carlo floor 1 / (1 + permutations): the
+    exact range may reach it (say 12 pairs) and more pairs then not (41 pairs and up are Monte
+    Carlo); :func:`min_permutations` gives the draws that lift that limit.
+    """
     check_alpha(threshold, "threshold")
     n = 2
     while n < max_n and smallest_p(n, test, permutations) >= threshold:
-        if n > _exact_max_n(test):
-            return max_n
+        if n > _EXACT_MAX_N[test] and 1.0 / (1 + permutations) >= threshold:
+            return max_n  # Monte Carlo from here on, and its floor is above the threshold
         n += 1
     return n
+
+
+def min_permutations(threshold: float) -> int:
+    """Fewest Monte-Carlo draws N whose floor 1 / (1 + N) is below ``threshold``."""
+    check_alpha(threshold, "threshold")
+    return math.floor(1.0 / threshold)
 
 
 def power_paired_t(n: int, d_z: float, alpha: float = 0.05) -> float:
@@ -80,7 +97,7 @@ def _smallest_n(power_at: Callable[[int], float], target: float, start: float, m
 
 def seeds_needed(
     d_z: float, alpha: float = 0.05, power: float = 0.8, *, max_n: int = MAX_SEEDS,
-    test: str = "t"
+    test: str = "t", permutations: int = PERMUTATIONS
 ) -> int:
     """Pairs needed for a two-sided paired t-test at level alpha to reach ``power``.
 
@@ -91,11 +108,12 @@ def seeds_needed(
 
     ``test`` is the test that will decide: for the sign-flip tests the answer is never below
     :func:`min_pairs` (alpha), the fewest pairs whose smallest attainable p is below alpha (7 at
-    alpha = 0.025, 10 at 0.05 / 14), however large the effect.
+    alpha = 0.025, 10 at 0.05 / 14), however large the effect; ``permutations`` is its
+    Monte-Carlo draws.
     """
     check_alpha(alpha)
     check_alpha(power, "power")
-    floor = min_pairs(alpha, test, max_n)
+    floor = min_pairs(alpha, test, max_n, permutations)
     effect = abs(d_z)
     if math.isinf(effect):
         return floor
@@ -110,7 +128,7 @@ def seeds_needed(
 
 def seeds_noninferior(
     diff: float, sd: float, margin: float, alpha: float = 0.05, power: float = 0.8, *,
-    max_n: int = MAX_SEEDS, test: str = "t"
+    max_n: int = MAX_SEEDS, test: str = "t", permutations: int = PERMUTATIONS
 ) -> int:
     """Pairs needed to decide a non-inferiority idea: the direction-checked two-sided test of
     ``diff + margin`` (``diff`` the true mean paired difference, oriented so that positive
@@ -125,7 +143,7 @@ def seeds_noninferior(
     if shifted == 0.0:
         return max_n
     d_z = math.inf if sd == 0.0 else shifted / sd
-    return seeds_needed(d_z, alpha, power, max_n=max_n, test=test)
+    return seeds_needed(d_z, alpha, power, max_n=max_n, test=test, permutations=permutations)
 
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(96)

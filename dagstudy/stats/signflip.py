@@ -11,7 +11,7 @@ the cheapest that is exact enough for its case:
   S = sum_i e_i d_i only. S splits into the sums A over the first half of the pairs and B over
   the second, so the 2**n patterns are the pairs (A, B) of two lists of 2**(n/2) sums each;
   sorting B counts the pairs with A + B beyond a bound by binary search, in about
-  n 2**(n/2) log operations instead of n 2**n (0.2 s and 16 MB at n = 40). Exact.
+  n 2**(n/2) log operations instead of n 2**n (0.2-0.6 s and 16-32 MB at n = 40). Exact.
 - **Sequential Monte Carlo** (:func:`monte_carlo_p`, above those sizes): random patterns drawn
   until ``EXCEEDANCES`` of them are extreme or ``permutations`` have been drawn (Besag and
   Clifford 1991, "Sequential Monte Carlo p-values", Biometrika 78: 301-304). Stopped at the
@@ -42,7 +42,8 @@ PERMUTATIONS = 1_000_000
 EXCEEDANCES = 1_000
 """Extreme draws after which a Monte-Carlo p stops early (h of Besag and Clifford)."""
 CHUNK = 20_000
-"""Sign patterns drawn per batch (a fixed size: the patterns drawn depend only on the seed)."""
+"""Sign patterns drawn per batch (the last batch is shorter: up to ``permutations``); the
+patterns drawn depend only on the seed, n and ``permutations``."""
 
 
 @lru_cache(maxsize=ENUMERATE_MAX_N)
