@@ -11,7 +11,12 @@ from scipy import stats as sps
 
 from dagstudy.stats.paired import MAX_SEEDS, check_alpha
 from dagstudy.stats.pooled import STRATIFIED_TEST
-from dagstudy.stats.signflip import ENUMERATE_MAX_N, EXACT_MAX_N, PERMUTATIONS
+from dagstudy.stats.signflip import (
+    ENUMERATE_MAX_N,
+    EXACT_MAX_N,
+    PERMUTATIONS,
+    monte_carlo_floor,
+)
 
 
 def smallest_p(n: int, test: str = "permutation", permutations: int = PERMUTATIONS) -> float:
@@ -37,7 +42,7 @@ def smallest_p(n: int, test: str = "permutation", permutations: int = PERMUTATIO
         return 0.0
     exact = math.ldexp(1.0, 1 - n)  # 2 / 2**n, 0.0 (not an overflow) beyond float range
     if n > _EXACT_MAX_N[test]:
-        return max(exact, 1.0 / (1 + permutations))
+        return max(exact, monte_carlo_floor(permutations))
     return exact
 
 
@@ -58,14 +63,15 @@ def min_pairs(threshold: float, test: str = "permutation", max_n: int = MAX_SEED
     check_alpha(threshold, "threshold")
     n = 2
     while n < max_n and smallest_p(n, test, permutations) >= threshold:
-        if n > _EXACT_MAX_N[test] and 1.0 / (1 + permutations) >= threshold:
+        if n > _EXACT_MAX_N[test] and monte_carlo_floor(permutations) >= threshold:
             return max_n  # Monte Carlo from here on, and its floor is above the threshold
         n += 1
     return n
 
 
 def min_permutations(threshold: float) -> int:
-    """Fewest Monte-Carlo draws N whose floor 1 / (1 + N) is below ``threshold``."""
+    """Fewest Monte-Carlo draws N whose floor (``signflip.monte_carlo_floor``: 1 / (1 + N)) is
+    below ``threshold``."""
     check_alpha(threshold, "threshold")
     return math.floor(1.0 / threshold)
 

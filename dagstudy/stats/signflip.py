@@ -102,6 +102,12 @@ def exact_sum_p(d: np.ndarray, alternative: str, tol: float) -> float:
     return extreme / float(2**d.size)
 
 
+def monte_carlo_floor(permutations: int) -> float:
+    """Smallest p :func:`monte_carlo_p` can return with at most ``permutations`` draws,
+    1 / (1 + permutations): stopped early at draw L <= permutations, p = h / L is larger."""
+    return 1.0 / (1 + permutations)
+
+
 def monte_carlo_p(extreme: Callable[[np.ndarray], np.ndarray], n: int, permutations: int,
                   seed: int) -> float:
     """Sequential Monte-Carlo sign-flip p (Besag and Clifford; module docstring).
